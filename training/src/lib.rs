@@ -1,1 +1,2 @@
-//! placeholder
+//! Datasets, losses, training loops and evaluation (arrives with the first trainable codec).
+#![deny(missing_docs)]

@@ -1,0 +1,70 @@
+//! `ncodec encode`: media → .ncd.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use ncodec_codecs::registry::default_codec;
+use ncodec_codecs::{Backend, CodecRegistry, EncodeOptions, Media, Quality};
+
+use crate::io::{media_kind, write_atomic};
+
+/// Arguments of `ncodec encode`.
+#[derive(Debug, Args)]
+pub struct EncodeArgs {
+    /// Input image (PNG, JPEG), WAV or video.
+    pub input: PathBuf,
+    /// Output .ncd file (default: the input with extension .ncd).
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Quality level (e.g. 4) or target rate (e.g. 0.25bpp, 64kbps).
+    #[arg(short, long, default_value = "4")]
+    pub quality: Quality,
+    /// Codec (default: hyperprior for images, walloc-audio for WAV, odvae for video).
+    #[arg(long)]
+    pub codec: Option<String>,
+}
+
+/// Encodes one file.
+///
+/// # Errors
+/// Unsupported input, unavailable codec, or I/O failure.
+pub fn run(args: &EncodeArgs, backend: Backend) -> Result<()> {
+    let kind = media_kind(&args.input).with_context(|| {
+        format!(
+            "{}: unsupported input type (expected .png, .jpg, .wav or a video file)",
+            args.input.display()
+        )
+    })?;
+    let name = match &args.codec {
+        Some(n) => n.as_str(),
+        None => default_codec(kind).with_context(|| format!("no default codec for {kind}"))?,
+    };
+    let registry = CodecRegistry::builtin(backend);
+    let codec = registry.by_name(name)?;
+    if codec.info().media != kind {
+        bail!("codec {} codes {}, but {} is {kind}", codec.info().name, codec.info().media, args.input.display());
+    }
+    let media = match kind {
+        "image" => Media::Image(
+            image::open(&args.input)
+                .with_context(|| format!("reading {}", args.input.display()))?
+                .to_rgb8(),
+        ),
+        other => bail!("reading {other} input is not available in this build"),
+    };
+    let file = codec.encode(
+        &media,
+        &EncodeOptions {
+            quality: args.quality,
+        },
+    )?;
+    let bytes = file.to_bytes()?;
+    let out = args
+        .output
+        .clone()
+        .unwrap_or_else(|| super::with_extension(&args.input, "ncd"));
+    write_atomic(&out, &bytes)?;
+    println!("{} → {} ({} bytes)", args.input.display(), out.display(), bytes.len());
+    Ok(())
+}

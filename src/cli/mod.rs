@@ -1,0 +1,72 @@
+//! Command-line interface: global options and one module per subcommand.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use ncodec_codecs::Backend;
+
+pub mod decode;
+pub mod doctor;
+pub mod encode;
+pub mod info;
+pub mod pending;
+
+/// Learned neural codecs for images, audio and video, with bitstreams that decode anywhere.
+#[derive(Debug, Parser)]
+#[command(name = "ncodec", version, about, propagate_version = true)]
+pub struct Args {
+    /// Compute backend: cpu (burn Flex) or wgpu (any GPU; lavapipe without one).
+    #[arg(long, global = true, default_value = "cpu", value_parser = parse_backend)]
+    pub backend: Backend,
+    /// Print less (no progress bars).
+    #[arg(long, global = true)]
+    pub quiet: bool,
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+fn parse_backend(s: &str) -> Result<Backend, String> {
+    s.parse().map_err(|e: ncodec_codecs::CodecError| e.to_string())
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Encode an image, WAV or video into a .ncd file.
+    Encode(encode::EncodeArgs),
+    /// Decode a .ncd file back to media.
+    Decode(decode::DecodeArgs),
+    /// Show the header and streams of a .ncd file.
+    Info(info::InfoArgs),
+    /// Train a codec on a folder of media.
+    Train(pending::TrainArgs),
+    /// Measure rate-distortion curves on a dataset folder.
+    Eval(pending::EvalArgs),
+    /// Plot rate-distortion curves and compute BD-rates.
+    Plot(pending::PlotArgs),
+    /// Check that a compute backend runs and agrees with the CPU.
+    Doctor,
+}
+
+/// Runs one command line.
+///
+/// # Errors
+/// Every failure, with its cause chain, for `main` to print.
+pub fn run(args: Args) -> Result<()> {
+    match args.command {
+        Command::Encode(a) => encode::run(&a, args.backend),
+        Command::Decode(a) => decode::run(&a, args.backend),
+        Command::Info(a) => info::run(&a),
+        Command::Train(a) => pending::train(&a),
+        Command::Eval(a) => pending::eval(&a),
+        Command::Plot(a) => pending::plot(&a),
+        Command::Doctor => doctor::run(args.backend),
+    }
+}
+
+/// `path` with its extension replaced.
+pub(crate) fn with_extension(path: &std::path::Path, ext: &str) -> PathBuf {
+    path.with_extension(ext)
+}
