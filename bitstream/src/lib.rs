@@ -30,6 +30,7 @@ pub mod conformance;
 pub mod container;
 pub mod entropy;
 pub mod error;
+pub mod fuzzing;
 pub mod limits;
 
 pub use container::{CodecId, CodecParams, Container, MediaInfo, Stream, StreamKind};
