@@ -7,7 +7,9 @@
 //! stream label 0 (`Raw`) = the model description; stream label 1 (`Ans32`) = the coded symbols.
 
 use crate::container::{CodecId, CodecParams, Container, MediaInfo, Reader, Stream, StreamKind};
-use crate::entropy::{CategoricalModel, FactorizedModel, GaussianConditional, GaussianMixture, MixtureParams};
+use crate::entropy::{
+    CategoricalModel, FactorizedModel, GaussianConditional, GaussianMixture, MixtureParams,
+};
 use crate::error::{BitstreamError, ModelId, Result};
 use crate::limits::Limits;
 
@@ -88,7 +90,9 @@ impl ConformanceModel {
             }
             Self::Gaussian { scales, indices } => {
                 put_scales(&mut out, scales);
-                indices.iter().for_each(|i| out.extend_from_slice(&i.to_le_bytes()));
+                indices
+                    .iter()
+                    .for_each(|i| out.extend_from_slice(&i.to_le_bytes()));
             }
             Self::Mixture {
                 components,
@@ -99,14 +103,21 @@ impl ConformanceModel {
             } => {
                 out.push(*components);
                 put_scales(&mut out, scales);
-                weights.iter().for_each(|i| out.extend_from_slice(&i.to_le_bytes()));
-                means.iter().for_each(|i| out.extend_from_slice(&i.to_le_bytes()));
-                scale_indices.iter().for_each(|i| out.extend_from_slice(&i.to_le_bytes()));
+                weights
+                    .iter()
+                    .for_each(|i| out.extend_from_slice(&i.to_le_bytes()));
+                means
+                    .iter()
+                    .for_each(|i| out.extend_from_slice(&i.to_le_bytes()));
+                scale_indices
+                    .iter()
+                    .for_each(|i| out.extend_from_slice(&i.to_le_bytes()));
             }
             Self::Categorical { model, contexts } => {
                 out.push(u8::from(contexts.is_some()));
                 if let Some(c) = contexts {
-                    c.iter().for_each(|i| out.extend_from_slice(&i.to_le_bytes()));
+                    c.iter()
+                        .for_each(|i| out.extend_from_slice(&i.to_le_bytes()));
                 }
                 out.extend_from_slice(&model.to_bytes());
             }
@@ -142,7 +153,10 @@ impl ConformanceModel {
                 let plane = r.u32("plane")?;
                 let model = FactorizedModel::from_bytes(r.rest(), 1 << 20)?;
                 if plane as usize * model.channels() != n {
-                    return Err(BitstreamError::corrupt("factorized shape does not match the symbol count", 0));
+                    return Err(BitstreamError::corrupt(
+                        "factorized shape does not match the symbol count",
+                        0,
+                    ));
                 }
                 Self::Factorized { model, plane }
             }
@@ -155,7 +169,9 @@ impl ConformanceModel {
                 let components = r.u8("components")?;
                 let scales = scales(&mut r)?;
                 let k = usize::from(components);
-                let count = n.checked_mul(k).ok_or_else(|| BitstreamError::corrupt("mixture size", 0))?;
+                let count = n
+                    .checked_mul(k)
+                    .ok_or_else(|| BitstreamError::corrupt("mixture size", 0))?;
                 let weights = u16s(&mut r, count, "weights")?;
                 let means = r
                     .take(count * 4, "means")?
@@ -175,18 +191,27 @@ impl ConformanceModel {
                 let contexts = match r.u8("context flag")? {
                     0 => None,
                     1 => Some(u16s(&mut r, n, "contexts")?),
-                    other => return Err(BitstreamError::corrupt(format!("context flag {other}"), 0)),
+                    other => {
+                        return Err(BitstreamError::corrupt(format!("context flag {other}"), 0));
+                    }
                 };
                 let model = CategoricalModel::from_bytes(r.rest(), 1 << 20)?;
                 Self::Categorical { model, contexts }
             }
-            other => return Err(BitstreamError::Unsupported(format!("conformance model kind {other}"))),
+            other => {
+                return Err(BitstreamError::Unsupported(format!(
+                    "conformance model kind {other}"
+                )));
+            }
         })
         .and_then(|m| {
             if r.rest().is_empty() {
                 Ok(m)
             } else {
-                Err(BitstreamError::corrupt("bytes after the model description", 0))
+                Err(BitstreamError::corrupt(
+                    "bytes after the model description",
+                    0,
+                ))
             }
         })
         .map_err(bad)
@@ -199,7 +224,9 @@ impl ConformanceModel {
     pub fn encode(&self, symbols: &[i32]) -> Result<Vec<u8>> {
         match self {
             Self::Factorized { model, plane } => model.encode(symbols, *plane as usize),
-            Self::Gaussian { scales, indices } => GaussianConditional::new(scales.clone())?.encode(symbols, indices),
+            Self::Gaussian { scales, indices } => {
+                GaussianConditional::new(scales.clone())?.encode(symbols, indices)
+            }
             Self::Mixture {
                 components,
                 scales,
@@ -217,7 +244,10 @@ impl ConformanceModel {
             Self::Categorical { model, contexts } => {
                 let idx = symbols
                     .iter()
-                    .map(|&s| u32::try_from(s).map_err(|_| BitstreamError::InvalidParameter("negative index".into())))
+                    .map(|&s| {
+                        u32::try_from(s)
+                            .map_err(|_| BitstreamError::InvalidParameter("negative index".into()))
+                    })
                     .collect::<Result<Vec<_>>>()?;
                 model.encode(&idx, contexts.as_deref())
             }
@@ -231,7 +261,9 @@ impl ConformanceModel {
     pub fn decode(&self, bytes: &[u8], n: usize) -> Result<Vec<i32>> {
         match self {
             Self::Factorized { model, plane } => model.decode(bytes, *plane as usize),
-            Self::Gaussian { scales, indices } => GaussianConditional::new(scales.clone())?.decode(bytes, indices),
+            Self::Gaussian { scales, indices } => {
+                GaussianConditional::new(scales.clone())?.decode(bytes, indices)
+            }
             Self::Mixture {
                 components,
                 scales,
@@ -263,7 +295,9 @@ pub fn encode(model: &ConformanceModel, symbols: &[i32]) -> Result<Container> {
     let width = u32::try_from(symbols.len())
         .ok()
         .filter(|&w| w > 0)
-        .ok_or_else(|| BitstreamError::InvalidParameter("conformance files hold 1..2^32 symbols".into()))?;
+        .ok_or_else(|| {
+            BitstreamError::InvalidParameter("conformance files hold 1..2^32 symbols".into())
+        })?;
     let media = MediaInfo::Image {
         width,
         height: 1,
@@ -294,13 +328,19 @@ pub fn encode(model: &ConformanceModel, symbols: &[i32]) -> Result<Container> {
 /// [`BitstreamError`] for anything wrong with the file; never panics.
 pub fn decode(c: &Container, limits: &Limits) -> Result<(ConformanceModel, Vec<i32>)> {
     if c.codec != CodecId::CONFORMANCE {
-        return Err(BitstreamError::InvalidParameter(format!("not a conformance file: codec {}", c.codec)));
+        return Err(BitstreamError::InvalidParameter(format!(
+            "not a conformance file: codec {}",
+            c.codec
+        )));
     }
     let MediaInfo::Image {
         width, height: 1, ..
     } = c.media
     else {
-        return Err(BitstreamError::corrupt("conformance media must be an n × 1 image", 0));
+        return Err(BitstreamError::corrupt(
+            "conformance media must be an n × 1 image",
+            0,
+        ));
     };
     let n = width as usize;
     Limits::check("symbols", n as u64, limits.max_symbols)?;
@@ -320,7 +360,10 @@ pub fn decode(c: &Container, limits: &Limits) -> Result<(ConformanceModel, Vec<i
         other => other,
     })?;
     if symbols.len() != n {
-        return Err(BitstreamError::corrupt("symbol count does not match the header", 0));
+        return Err(BitstreamError::corrupt(
+            "symbol count does not match the header",
+            0,
+        ));
     }
     Ok((model, symbols))
 }
@@ -369,7 +412,9 @@ fn sample_table(table: &crate::entropy::CdfTable, rng: &mut SplitMix64) -> i32 {
 /// Discretized logistic probabilities over `-r..=r` with scale `s` and the tail mass beyond.
 fn logistic_pmf(r: i32, s: f64) -> (Vec<f64>, f64) {
     let sig = |x: f64| 1.0 / (1.0 + libm::exp(-x / s));
-    let pmf = (-r..=r).map(|i| sig(f64::from(i) + 0.5) - sig(f64::from(i) - 0.5)).collect();
+    let pmf = (-r..=r)
+        .map(|i| sig(f64::from(i) + 0.5) - sig(f64::from(i) - 0.5))
+        .collect();
     (pmf, 2.0 * sig(-(f64::from(r) + 0.5)))
 }
 
@@ -403,7 +448,11 @@ pub fn golden_set() -> Result<Vec<(&'static str, ConformanceModel, Vec<i32>)>> {
     }
     symbols[5] = 1000;
     symbols[200] = i32::MIN;
-    out.push(("factorized", ConformanceModel::Factorized { model, plane }, symbols));
+    out.push((
+        "factorized",
+        ConformanceModel::Factorized { model, plane },
+        symbols,
+    ));
 
     // Gaussian conditional: CompressAI's 64 scales, random indices, escapes at both extremes.
     let gc = GaussianConditional::default();
@@ -459,8 +508,12 @@ pub fn golden_set() -> Result<Vec<(&'static str, ConformanceModel, Vec<i32>)>> {
 
     // Categorical: K = 16, two contexts with different skews.
     let counts = vec![
-        (0..16u64).map(|i| 1 + (16 - i) * (16 - i)).collect::<Vec<_>>(),
-        (0..16u64).map(|i| if i % 4 == 0 { 100 } else { 1 }).collect(),
+        (0..16u64)
+            .map(|i| 1 + (16 - i) * (16 - i))
+            .collect::<Vec<_>>(),
+        (0..16u64)
+            .map(|i| if i % 4 == 0 { 100 } else { 1 })
+            .collect(),
     ];
     let model = CategoricalModel::from_counts(&counts)?;
     let contexts: Vec<u16> = (0..256).map(|_| rng.below(2) as u16).collect();

@@ -41,7 +41,9 @@ pub mod tag {
 }
 
 /// Stable codec ids. An id is never reused or renumbered; see `docs/BITSTREAM.md`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct CodecId(pub u16);
 
 impl CodecId {
@@ -209,7 +211,12 @@ impl MediaInfo {
                 float: match r.u8("audio sample format")? {
                     0 => false,
                     1 => true,
-                    other => return Err(BitstreamError::corrupt(format!("audio sample format {other}"), offset)),
+                    other => {
+                        return Err(BitstreamError::corrupt(
+                            format!("audio sample format {other}"),
+                            offset,
+                        ));
+                    }
                 },
                 sample_count: r.u64("sample count")?,
             },
@@ -222,7 +229,12 @@ impl MediaInfo {
                 fps_num: r.u32("frame rate numerator")?,
                 fps_den: r.u32("frame rate denominator")?,
             },
-            other => return Err(BitstreamError::corrupt(format!("unknown media kind {other}"), 6)),
+            other => {
+                return Err(BitstreamError::corrupt(
+                    format!("unknown media kind {other}"),
+                    6,
+                ));
+            }
         };
         // Trailing bytes in META are fields of a newer minor version: ignored.
         info.validate(limits).map_err(|e| match e {
@@ -252,7 +264,11 @@ impl MediaInfo {
                 if !(1..=4).contains(&channels) || !(1..=16).contains(&bit_depth) {
                     return bad("image channels must be 1..=4 and bit depth 1..=16");
                 }
-                Limits::check("pixels", u64::from(width) * u64::from(height), limits.max_pixels)
+                Limits::check(
+                    "pixels",
+                    u64::from(width) * u64::from(height),
+                    limits.max_pixels,
+                )
             }
             Self::Audio {
                 sample_rate,
@@ -292,7 +308,11 @@ impl MediaInfo {
                 if fps_num == 0 || fps_den == 0 {
                     return bad("video frame rate must be positive");
                 }
-                Limits::check("pixels per frame", u64::from(width) * u64::from(height), limits.max_pixels)?;
+                Limits::check(
+                    "pixels per frame",
+                    u64::from(width) * u64::from(height),
+                    limits.max_pixels,
+                )?;
                 Limits::check("frames", u64::from(frame_count), limits.max_frames)
             }
         }
@@ -411,10 +431,17 @@ impl Container {
     /// [`BitstreamError::InvalidParameter`] if a stream is larger than 4 GiB or the quality is not finite.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         if !self.params.quality.is_finite() {
-            return Err(BitstreamError::InvalidParameter("quality must be finite".into()));
+            return Err(BitstreamError::InvalidParameter(
+                "quality must be finite".into(),
+            ));
         }
-        let payload_total: usize = self.streams.iter().map(|s| s.data.len() + 2 + CHUNK_OVERHEAD).sum();
-        let mut out = Vec::with_capacity(PREAMBLE_LEN + 64 + self.params.extra.len() + payload_total);
+        let payload_total: usize = self
+            .streams
+            .iter()
+            .map(|s| s.data.len() + 2 + CHUNK_OVERHEAD)
+            .sum();
+        let mut out =
+            Vec::with_capacity(PREAMBLE_LEN + 64 + self.params.extra.len() + payload_total);
         out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&[FORMAT_MAJOR, FORMAT_MINOR, self.media.kind_byte(), 0]);
         out.extend_from_slice(&self.codec.0.to_le_bytes());
@@ -479,7 +506,9 @@ impl Container {
         let kind = r.u8("media kind")?;
         let flags = r.u8("flags")?;
         if flags != 0 {
-            return Err(BitstreamError::Unsupported(format!("preamble flags {flags:#04x} (no flags are defined in 1.x)")));
+            return Err(BitstreamError::Unsupported(format!(
+                "preamble flags {flags:#04x} (no flags are defined in 1.x)"
+            )));
         }
         let codec = CodecId(r.u16("codec id")?);
         let model = ModelId(r.array::<8>("model id")?);
@@ -491,7 +520,9 @@ impl Container {
             let start = r.pos;
             let tag = r.u16("chunk tag")?;
             let len = r.u32("chunk length")? as usize;
-            let needed = len.checked_add(4).ok_or_else(|| BitstreamError::corrupt("chunk length overflows", start))?;
+            let needed = len
+                .checked_add(4)
+                .ok_or_else(|| BitstreamError::corrupt("chunk length overflows", start))?;
             if needed > r.remaining() {
                 return Err(BitstreamError::Truncated {
                     what: "chunk",
@@ -513,7 +544,10 @@ impl Container {
             }
             if media.is_none() && tag != tag::META {
                 return Err(BitstreamError::corrupt(
-                    format!("first chunk is {tag:#06x}, expected META ({:#06x})", tag::META),
+                    format!(
+                        "first chunk is {tag:#06x}, expected META ({:#06x})",
+                        tag::META
+                    ),
                     start,
                 ));
             }
@@ -531,7 +565,10 @@ impl Container {
                     let mut pr = Reader::new(payload, payload_at);
                     let quality = f32::from_le_bytes(pr.array::<4>("quality")?);
                     if !quality.is_finite() {
-                        return Err(BitstreamError::corrupt("quality is not a finite number", payload_at));
+                        return Err(BitstreamError::corrupt(
+                            "quality is not a finite number",
+                            payload_at,
+                        ));
                     }
                     params = Some(CodecParams {
                         quality,
@@ -585,7 +622,8 @@ impl Container {
             }
         }
         let media = media.ok_or_else(|| BitstreamError::corrupt("no META chunk", PREAMBLE_LEN))?;
-        let params = params.ok_or_else(|| BitstreamError::corrupt("no PARM chunk", PREAMBLE_LEN))?;
+        let params =
+            params.ok_or_else(|| BitstreamError::corrupt("no PARM chunk", PREAMBLE_LEN))?;
         Ok(Self {
             codec,
             model,
@@ -609,8 +647,9 @@ impl Container {
 }
 
 fn write_chunk(out: &mut Vec<u8>, tag: u16, payload: &[u8]) -> Result<()> {
-    let len = u32::try_from(payload.len())
-        .map_err(|_| BitstreamError::InvalidParameter(format!("chunk of {} bytes exceeds 4 GiB", payload.len())))?;
+    let len = u32::try_from(payload.len()).map_err(|_| {
+        BitstreamError::InvalidParameter(format!("chunk of {} bytes exceeds 4 GiB", payload.len()))
+    })?;
     let start = out.len();
     out.extend_from_slice(&tag.to_le_bytes());
     out.extend_from_slice(&len.to_le_bytes());
@@ -630,7 +669,11 @@ pub(crate) struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     pub(crate) fn new(bytes: &'a [u8], base: usize) -> Self {
-        Self { bytes, pos: 0, base }
+        Self {
+            bytes,
+            pos: 0,
+            base,
+        }
     }
 
     fn remaining(&self) -> usize {

@@ -12,7 +12,9 @@ use std::fmt;
 #[non_exhaustive]
 pub enum BitstreamError {
     /// The file ends before a structure that it announces.
-    #[error("truncated file: {what} needs {needed} bytes at offset {offset}, only {available} remain")]
+    #[error(
+        "truncated file: {what} needs {needed} bytes at offset {offset}, only {available} remain"
+    )]
     Truncated {
         /// The structure being read.
         what: &'static str,
@@ -75,7 +77,9 @@ pub enum BitstreamError {
         max: u64,
     },
     /// The bitstream was made with other model weights than the ones loaded.
-    #[error("model mismatch: the file was encoded with model {found}, but the loaded weights are {expected}")]
+    #[error(
+        "model mismatch: the file was encoded with model {found}, but the loaded weights are {expected}"
+    )]
     ModelMismatch {
         /// Model id in the file.
         found: ModelId,
@@ -116,7 +120,9 @@ impl ModelId {
         let head: [u8; 8] = digest
             .get(..8)
             .and_then(|s| s.try_into().ok())
-            .ok_or_else(|| BitstreamError::InvalidParameter("model digest shorter than 8 bytes".into()))?;
+            .ok_or_else(|| {
+                BitstreamError::InvalidParameter("model digest shorter than 8 bytes".into())
+            })?;
         Ok(Self(head))
     }
 }

@@ -2,7 +2,9 @@
 //! their findings on stable Rust. Each takes arbitrary bytes and must return without panicking.
 
 use crate::conformance;
-use crate::entropy::{CategoricalModel, FactorizedModel, GaussianConditional, GaussianMixture, MixtureParams};
+use crate::entropy::{
+    CategoricalModel, FactorizedModel, GaussianConditional, GaussianMixture, MixtureParams,
+};
 use crate::{Container, Limits};
 use std::sync::OnceLock;
 
@@ -29,7 +31,9 @@ pub fn decode_gaussian(data: &[u8]) {
     let n = rng.below(512) as usize;
     let indices: Vec<u16> = (0..n).map(|_| rng.below(66) as u16).collect(); // includes invalid ones
     static MODEL: OnceLock<GaussianConditional> = OnceLock::new();
-    let _ = MODEL.get_or_init(GaussianConditional::default).decode(stream, &indices);
+    let _ = MODEL
+        .get_or_init(GaussianConditional::default)
+        .decode(stream, &indices);
 }
 
 /// Decodes arbitrary bytes as a factorized stream.
@@ -55,12 +59,16 @@ pub fn decode_mixture(data: &[u8]) {
     let k = 1 + rng.below(4) as usize;
     let n = rng.below(64) as usize;
     let w: Vec<u16> = (0..n * k).map(|_| rng.next_u64() as u16).collect();
-    let mu: Vec<i32> = (0..n * k).map(|_| rng.next_u64() as i32 >> rng.below(32)).collect();
+    let mu: Vec<i32> = (0..n * k)
+        .map(|_| rng.next_u64() as i32 >> rng.below(32))
+        .collect();
     let sc: Vec<u16> = (0..n * k).map(|_| rng.below(9) as u16).collect();
     static MODELS: OnceLock<Vec<GaussianMixture>> = OnceLock::new();
     let models = MODELS.get_or_init(|| {
         let scales = vec![0.11, 0.5, 1.0, 4.0, 16.0, 64.0, 256.0, 1024.0];
-        (1..=4).filter_map(|k| GaussianMixture::new(k, scales.clone()).ok()).collect()
+        (1..=4)
+            .filter_map(|k| GaussianMixture::new(k, scales.clone()).ok())
+            .collect()
     });
     if let Some(gm) = models.get(k - 1) {
         let _ = gm.decode(

@@ -1,5 +1,7 @@
 //! Container write → parse identity, error paths and robustness on arbitrary bytes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 use ncodec_bitstream::container::{FORMAT_MAJOR, PREAMBLE_LEN, tag};
 use ncodec_bitstream::{
     BitstreamError, CodecId, CodecParams, Container, Limits, MediaInfo, ModelId, Stream, StreamKind,
@@ -50,7 +52,11 @@ fn crc32fast_hash(b: &[u8]) -> u32 {
     for &x in b {
         crc ^= u32::from(x);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -91,7 +97,10 @@ fn newer_major_version_is_refused_clearly() {
     let mut bytes = sample().to_bytes().unwrap();
     bytes[4] = FORMAT_MAJOR + 1;
     let err = Container::parse(&bytes, &Limits::default()).unwrap_err();
-    assert!(matches!(err, BitstreamError::UnsupportedVersion { .. }), "{err}");
+    assert!(
+        matches!(err, BitstreamError::UnsupportedVersion { .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("newer"));
 }
 
@@ -111,7 +120,12 @@ fn absurd_dimensions_are_refused_before_allocating() {
         channels: 3,
         bit_depth: 8,
     };
-    let c = Container::new(CodecId::HYPERPRIOR, ModelId::default(), media, CodecParams::default());
+    let c = Container::new(
+        CodecId::HYPERPRIOR,
+        ModelId::default(),
+        media,
+        CodecParams::default(),
+    );
     let bytes = c.to_bytes().unwrap();
     assert!(matches!(
         Container::parse(&bytes, &Limits::default()),
@@ -131,43 +145,69 @@ fn absurd_dimensions_are_refused_before_allocating() {
 fn every_truncation_and_every_bit_flip_is_an_error() {
     let bytes = sample().to_bytes().unwrap();
     for cut in 0..bytes.len() {
-        assert!(Container::parse(&bytes[..cut], &Limits::default()).is_err(), "prefix {cut}");
+        assert!(
+            Container::parse(&bytes[..cut], &Limits::default()).is_err(),
+            "prefix {cut}"
+        );
     }
     for bit in 0..bytes.len() * 8 {
         let mut b = bytes.clone();
         b[bit / 8] ^= 1 << (bit % 8);
-        assert!(Container::parse(&b, &Limits::default()).is_err(), "bit {bit}");
+        assert!(
+            Container::parse(&b, &Limits::default()).is_err(),
+            "bit {bit}"
+        );
     }
 }
 
 fn media_strategy() -> impl Strategy<Value = MediaInfo> {
     prop_oneof![
-        (1u32..5000, 1u32..5000, 1u8..=4, 1u8..=16).prop_map(|(width, height, channels, bit_depth)| MediaInfo::Image {
-            width,
-            height,
-            channels,
-            bit_depth
-        }),
-        (1u32..200_000, 1u16..9, 1u8..=32, any::<bool>(), 0u64..10_000_000).prop_map(
-            |(sample_rate, channels, bit_depth, float, sample_count)| MediaInfo::Audio {
-                sample_rate,
-                channels,
-                bit_depth,
-                float,
-                sample_count
-            }
-        ),
-        (1u32..4000, 1u32..4000, 1u8..=4, 1u8..=16, 1u32..1000, 1u32..120_000, 1u32..1001).prop_map(
-            |(width, height, channels, bit_depth, frame_count, fps_num, fps_den)| MediaInfo::Video {
+        (1u32..5000, 1u32..5000, 1u8..=4, 1u8..=16).prop_map(
+            |(width, height, channels, bit_depth)| MediaInfo::Image {
                 width,
                 height,
                 channels,
-                bit_depth,
-                frame_count,
-                fps_num,
-                fps_den
+                bit_depth
             }
         ),
+        (
+            1u32..200_000,
+            1u16..9,
+            1u8..=32,
+            any::<bool>(),
+            0u64..10_000_000
+        )
+            .prop_map(|(sample_rate, channels, bit_depth, float, sample_count)| {
+                MediaInfo::Audio {
+                    sample_rate,
+                    channels,
+                    bit_depth,
+                    float,
+                    sample_count,
+                }
+            }),
+        (
+            1u32..4000,
+            1u32..4000,
+            1u8..=4,
+            1u8..=16,
+            1u32..1000,
+            1u32..120_000,
+            1u32..1001
+        )
+            .prop_map(
+                |(width, height, channels, bit_depth, frame_count, fps_num, fps_den)| {
+                    MediaInfo::Video {
+                        width,
+                        height,
+                        channels,
+                        bit_depth,
+                        frame_count,
+                        fps_num,
+                        fps_den,
+                    }
+                }
+            ),
     ]
 }
 

@@ -1,14 +1,20 @@
 //! Round trips of every entropy model (proptest) and compressed size against the ideal
 //! information content on 10^5+ symbols drawn from the model.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 use ncodec_bitstream::conformance::SplitMix64;
 use ncodec_bitstream::entropy::gaussian::{gaussian_bin, log_scale_table};
-use ncodec_bitstream::entropy::{CategoricalModel, FactorizedModel, GaussianConditional, GaussianMixture, MixtureParams};
+use ncodec_bitstream::entropy::{
+    CategoricalModel, FactorizedModel, GaussianConditional, GaussianMixture, MixtureParams,
+};
 use proptest::prelude::*;
 
 fn logistic(r: i32, s: f64) -> (i32, Vec<f64>, f64) {
     let sig = |x: f64| 1.0 / (1.0 + (-x / s).exp());
-    let pmf = (-r..=r).map(|i| sig(f64::from(i) + 0.5) - sig(f64::from(i) - 0.5)).collect();
+    let pmf = (-r..=r)
+        .map(|i| sig(f64::from(i) + 0.5) - sig(f64::from(i) - 0.5))
+        .collect();
     (-r, pmf, 2.0 * sig(-(f64::from(r) + 0.5)))
 }
 
@@ -37,7 +43,10 @@ const N: usize = 120_000;
 
 #[test]
 fn factorized_size_within_half_percent_of_ideal() {
-    let channels: Vec<_> = [0.2, 0.7, 2.0, 9.0, 40.0].iter().map(|&s| logistic((s * 14.0f64).ceil() as i32, s)).collect();
+    let channels: Vec<_> = [0.2, 0.7, 2.0, 9.0, 40.0]
+        .iter()
+        .map(|&s| logistic((s * 14.0f64).ceil() as i32, s))
+        .collect();
     let model = FactorizedModel::from_probabilities(&channels).unwrap();
     let plane = N / channels.len();
     let mut rng = SplitMix64(1);
@@ -54,7 +63,12 @@ fn factorized_size_within_half_percent_of_ideal() {
     let bytes = model.encode(&symbols, plane).unwrap();
     assert_eq!(model.decode(&bytes, plane).unwrap(), symbols);
     let o = overhead(bytes.len(), ideal);
-    eprintln!("factorized: {} bytes, ideal {:.0} bits, overhead {:+.4} %", bytes.len(), ideal, o * 100.0);
+    eprintln!(
+        "factorized: {} bytes, ideal {:.0} bits, overhead {:+.4} %",
+        bytes.len(),
+        ideal,
+        o * 100.0
+    );
     assert!(o.abs() < 0.005, "overhead {o}");
 }
 
@@ -64,7 +78,10 @@ fn gaussian_size_within_half_percent_of_ideal() {
     let mut rng = SplitMix64(2);
     // Scales from 0.5 upwards, as the latents of a trained model mostly are.
     let indices: Vec<u16> = (0..N).map(|_| 10 + rng.below(54) as u16).collect();
-    let symbols: Vec<i32> = indices.iter().map(|&i| gaussian_sample(gc.scales()[usize::from(i)], &mut rng)).collect();
+    let symbols: Vec<i32> = indices
+        .iter()
+        .map(|&i| gaussian_sample(gc.scales()[usize::from(i)], &mut rng))
+        .collect();
     let ideal: f64 = symbols
         .iter()
         .zip(&indices)
@@ -73,7 +90,12 @@ fn gaussian_size_within_half_percent_of_ideal() {
     let bytes = gc.encode(&symbols, &indices).unwrap();
     assert_eq!(gc.decode(&bytes, &indices).unwrap(), symbols);
     let o = overhead(bytes.len(), ideal);
-    eprintln!("gaussian: {} bytes, ideal {:.0} bits, overhead {:+.4} %", bytes.len(), ideal, o * 100.0);
+    eprintln!(
+        "gaussian: {} bytes, ideal {:.0} bits, overhead {:+.4} %",
+        bytes.len(),
+        ideal,
+        o * 100.0
+    );
     assert!(o.abs() < 0.005, "overhead {o}");
 }
 
@@ -101,10 +123,14 @@ fn mixture_size_within_half_percent_of_ideal() {
             j += 1;
         }
         let s = scales[usize::from(sc[base + j])];
-        let v = (f64::from(mu[base + j]) / 16.0 + gaussian_sample(s, &mut rng) as f64).round() as i32;
+        let v =
+            (f64::from(mu[base + j]) / 16.0 + gaussian_sample(s, &mut rng) as f64).round() as i32;
         let p: f64 = (0..k)
             .map(|c| {
-                let (m, s) = (f64::from(mu[base + c]) / 16.0, scales[usize::from(sc[base + c])]);
+                let (m, s) = (
+                    f64::from(mu[base + c]) / 16.0,
+                    scales[usize::from(sc[base + c])],
+                );
                 let cdf = |x: f64| 0.5 * libm::erfc(-(x - m) / s / std::f64::consts::SQRT_2);
                 f64::from(w[base + c]) / wsum * (cdf(f64::from(v) + 0.5) - cdf(f64::from(v) - 0.5))
             })
@@ -120,7 +146,12 @@ fn mixture_size_within_half_percent_of_ideal() {
     let bytes = gm.encode(&symbols, &params).unwrap();
     assert_eq!(gm.decode(&bytes, &params).unwrap(), symbols);
     let o = overhead(bytes.len(), ideal);
-    eprintln!("mixture: {} bytes, ideal {:.0} bits, overhead {:+.4} %", bytes.len(), ideal, o * 100.0);
+    eprintln!(
+        "mixture: {} bytes, ideal {:.0} bits, overhead {:+.4} %",
+        bytes.len(),
+        ideal,
+        o * 100.0
+    );
     assert!(o.abs() < 0.005, "overhead {o}");
 }
 
@@ -147,7 +178,12 @@ fn categorical_size_within_half_percent_of_ideal() {
     let bytes = model.encode(&symbols, Some(&contexts)).unwrap();
     assert_eq!(model.decode(&bytes, N, Some(&contexts)).unwrap(), symbols);
     let o = overhead(bytes.len(), ideal);
-    eprintln!("categorical: {} bytes, ideal {:.0} bits, overhead {:+.4} %", bytes.len(), ideal, o * 100.0);
+    eprintln!(
+        "categorical: {} bytes, ideal {:.0} bits, overhead {:+.4} %",
+        bytes.len(),
+        ideal,
+        o * 100.0
+    );
     assert!(o.abs() < 0.005, "overhead {o}");
 }
 
@@ -165,13 +201,21 @@ fn wrong_parameters_or_damage_never_panic() {
     let bytes = gc.encode(&symbols, &indices).unwrap();
     // Other indices: either an error or other symbols, never a panic.
     let other: Vec<u16> = indices.iter().map(|&i| 63 - i).collect();
-    assert!(gc.decode(&bytes, &other).map(|s| s != symbols).unwrap_or(true));
+    assert!(
+        gc.decode(&bytes, &other)
+            .map(|s| s != symbols)
+            .unwrap_or(true)
+    );
     for cut in [0, 1, 4, bytes.len() / 2, bytes.len() - 4] {
         let _ = gc.decode(&bytes[..cut], &indices);
     }
     let mut flipped = bytes.clone();
     flipped[3] ^= 0x40;
-    assert!(gc.decode(&flipped, &indices).map(|s| s != symbols).unwrap_or(true));
+    assert!(
+        gc.decode(&flipped, &indices)
+            .map(|s| s != symbols)
+            .unwrap_or(true)
+    );
 }
 
 proptest! {
@@ -181,7 +225,7 @@ proptest! {
     fn gaussian_round_trip(data in prop::collection::vec((any::<i32>(), 0u16..64, prop::bool::weighted(0.9)), 1..300)) {
         let gc = GaussianConditional::default();
         // Mostly plausible values, sometimes any i32 (escaped).
-        let symbols: Vec<i32> = data.iter().map(|&(v, i, small)| if small { v % 40 } else { v }).collect();
+        let symbols: Vec<i32> = data.iter().map(|&(v, _, small)| if small { v % 40 } else { v }).collect();
         let indices: Vec<u16> = data.iter().map(|d| d.1).collect();
         let bytes = gc.encode(&symbols, &indices).unwrap();
         prop_assert_eq!(gc.decode(&bytes, &indices).unwrap(), symbols);

@@ -2,6 +2,8 @@
 //! Regenerate only on purpose, with `NCODEC_BLESS=1 cargo test -p ncodec-bitstream --test golden`.
 //! Also builds the must-fail corpus `tests/fixtures/bad/` and checks every file of it fails.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 use std::path::PathBuf;
 
 use ncodec_bitstream::conformance::{self, golden_set};
@@ -25,14 +27,24 @@ fn decode(bytes: &[u8]) -> Result<Vec<i32>, ncodec_bitstream::BitstreamError> {
 #[test]
 fn golden_files_are_byte_exact_and_decode() {
     for (name, model, symbols) in golden_set().unwrap() {
-        let bytes = conformance::encode(&model, &symbols).unwrap().to_bytes().unwrap();
+        let bytes = conformance::encode(&model, &symbols)
+            .unwrap()
+            .to_bytes()
+            .unwrap();
         let path = fixtures().join(format!("golden/{name}.ncd"));
         if bless() {
             std::fs::write(&path, &bytes).unwrap();
         }
         let stored = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        assert!(stored == bytes, "{name}: encoder output differs from the golden file");
-        assert_eq!(decode(&stored).unwrap(), symbols, "{name}: decoded symbols differ");
+        assert!(
+            stored == bytes,
+            "{name}: encoder output differs from the golden file"
+        );
+        assert_eq!(
+            decode(&stored).unwrap(),
+            symbols,
+            "{name}: decoded symbols differ"
+        );
     }
 }
 
@@ -41,7 +53,10 @@ fn every_prefix_of_every_golden_file_is_an_error() {
     for (name, _, _) in golden_set().unwrap() {
         let bytes = std::fs::read(fixtures().join(format!("golden/{name}.ncd"))).unwrap();
         for cut in 0..bytes.len() {
-            assert!(decode(&bytes[..cut]).is_err(), "{name}: prefix of {cut} bytes decoded");
+            assert!(
+                decode(&bytes[..cut]).is_err(),
+                "{name}: prefix of {cut} bytes decoded"
+            );
         }
     }
 }
@@ -70,7 +85,7 @@ fn chunks(bytes: &[u8]) -> (Vec<u8>, Vec<(u16, Vec<u8>)>) {
 /// Reassembles a file with valid chunk and file checksums, so that only the semantic damage counts.
 fn assemble(preamble: &[u8], chunks: &[(u16, Vec<u8>)]) -> Vec<u8> {
     let mut out = preamble.to_vec();
-    let mut push = |out: &mut Vec<u8>, tag: u16, p: &[u8]| {
+    let push = |out: &mut Vec<u8>, tag: u16, p: &[u8]| {
         let start = out.len();
         out.extend_from_slice(&tag.to_le_bytes());
         out.extend_from_slice(&(p.len() as u32).to_le_bytes());
@@ -114,46 +129,94 @@ fn bad_corpus() -> Vec<(&'static str, Vec<u8>)> {
     v.push(("major-version-zero", with(&|p, _| p[4] = 0)));
     v.push(("unknown-media-kind", with(&|p, _| p[6] = 9)));
     v.push(("nonzero-flags", with(&|p, _| p[7] = 1)));
-    v.push(("unknown-codec", with(&|p, _| p[8..10].copy_from_slice(&0x7777u16.to_le_bytes()))));
-    v.push(("zero-width", with(&|_, c| c[0].1[0..4].copy_from_slice(&0u32.to_le_bytes()))));
-    v.push(("billion-pixels", with(&|_, c| {
-        c[0].1[0..4].copy_from_slice(&100_000u32.to_le_bytes());
-        c[0].1[4..8].copy_from_slice(&10_000u32.to_le_bytes());
-    })));
-    v.push(("symbol-count-mismatch", with(&|_, c| c[0].1[0..4].copy_from_slice(&513u32.to_le_bytes()))));
-    v.push(("no-meta", with(&|_, c| {
-        c.remove(0);
-    })));
-    v.push(("two-meta", with(&|_, c| {
-        let m = c[0].clone();
-        c.insert(1, m);
-    })));
-    v.push(("no-parm", with(&|_, c| {
-        c.remove(1);
-    })));
-    v.push(("nan-quality", with(&|_, c| c[1].1[0..4].copy_from_slice(&f32::NAN.to_le_bytes()))));
-    v.push(("unknown-critical-chunk", with(&|_, c| c.push((0x8123, vec![1, 2, 3])))));
-    v.push(("missing-ans-stream", with(&|_, c| {
-        c.pop();
-    })));
-    v.push(("ans-stream-not-words", with(&|_, c| {
-        c.last_mut().unwrap().1.push(0);
-    })));
-    v.push(("ans-stream-damaged-valid-crc", with(&|_, c| {
-        let s = &mut c.last_mut().unwrap().1;
-        let i = s.len() / 2;
-        s[i] ^= 0x5a;
-    })));
-    v.push(("ans-stream-truncated-valid-crc", with(&|_, c| {
-        let s = &mut c.last_mut().unwrap().1;
-        s.truncate(s.len() - 8);
-    })));
-    v.push(("scale-index-out-of-table", with(&|_, c| {
-        // First scale index lives after count u32 + 64 f64 scales.
-        c[2].1[4 + 64 * 8..4 + 64 * 8 + 2].copy_from_slice(&999u16.to_le_bytes());
-    })));
-    v.push(("negative-scale", with(&|_, c| c[2].1[4..12].copy_from_slice(&(-1.0f64).to_le_bytes()))));
-    v.push(("million-scales", with(&|_, c| c[2].1[0..4].copy_from_slice(&1_000_000u32.to_le_bytes()))));
+    v.push((
+        "unknown-codec",
+        with(&|p, _| p[8..10].copy_from_slice(&0x7777u16.to_le_bytes())),
+    ));
+    v.push((
+        "zero-width",
+        with(&|_, c| c[0].1[0..4].copy_from_slice(&0u32.to_le_bytes())),
+    ));
+    v.push((
+        "billion-pixels",
+        with(&|_, c| {
+            c[0].1[0..4].copy_from_slice(&100_000u32.to_le_bytes());
+            c[0].1[4..8].copy_from_slice(&10_000u32.to_le_bytes());
+        }),
+    ));
+    v.push((
+        "symbol-count-mismatch",
+        with(&|_, c| c[0].1[0..4].copy_from_slice(&513u32.to_le_bytes())),
+    ));
+    v.push((
+        "no-meta",
+        with(&|_, c| {
+            c.remove(0);
+        }),
+    ));
+    v.push((
+        "two-meta",
+        with(&|_, c| {
+            let m = c[0].clone();
+            c.insert(1, m);
+        }),
+    ));
+    v.push((
+        "no-parm",
+        with(&|_, c| {
+            c.remove(1);
+        }),
+    ));
+    v.push((
+        "nan-quality",
+        with(&|_, c| c[1].1[0..4].copy_from_slice(&f32::NAN.to_le_bytes())),
+    ));
+    v.push((
+        "unknown-critical-chunk",
+        with(&|_, c| c.push((0x8123, vec![1, 2, 3]))),
+    ));
+    v.push((
+        "missing-ans-stream",
+        with(&|_, c| {
+            c.pop();
+        }),
+    ));
+    v.push((
+        "ans-stream-not-words",
+        with(&|_, c| {
+            c.last_mut().unwrap().1.push(0);
+        }),
+    ));
+    v.push((
+        "ans-stream-damaged-valid-crc",
+        with(&|_, c| {
+            let s = &mut c.last_mut().unwrap().1;
+            let i = s.len() / 2;
+            s[i] ^= 0x5a;
+        }),
+    ));
+    v.push((
+        "ans-stream-truncated-valid-crc",
+        with(&|_, c| {
+            let s = &mut c.last_mut().unwrap().1;
+            s.truncate(s.len() - 8);
+        }),
+    ));
+    v.push((
+        "scale-index-out-of-table",
+        with(&|_, c| {
+            // First scale index lives after count u32 + 64 f64 scales.
+            c[2].1[4 + 64 * 8..4 + 64 * 8 + 2].copy_from_slice(&999u16.to_le_bytes());
+        }),
+    ));
+    v.push((
+        "negative-scale",
+        with(&|_, c| c[2].1[4..12].copy_from_slice(&(-1.0f64).to_le_bytes())),
+    ));
+    v.push((
+        "million-scales",
+        with(&|_, c| c[2].1[0..4].copy_from_slice(&1_000_000u32.to_le_bytes())),
+    ));
     let (fpre, mut fch) = chunks(&fact);
     // Factorized table whose frequencies no longer sum to 2^24 (checksums recomputed).
     fch[2].1[4 + 4 + 9] ^= 1;
@@ -174,7 +237,11 @@ fn bad_corpus_fails_cleanly() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "ncd") {
             let bytes = std::fs::read(&path).unwrap();
-            assert!(decode(&bytes).is_err(), "{} decoded but must fail", path.display());
+            assert!(
+                decode(&bytes).is_err(),
+                "{} decoded but must fail",
+                path.display()
+            );
             count += 1;
         }
     }

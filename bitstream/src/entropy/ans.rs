@@ -31,7 +31,9 @@ impl AnsWriter {
 
     /// Pushes a raw symbol index of a model (reverse order).
     pub(crate) fn put_index(&mut self, model: &Model, index: usize) -> Result<()> {
-        self.coder.encode_symbol(index, model.as_view()).map_err(coder_err)
+        self.coder
+            .encode_symbol(index, model.as_view())
+            .map_err(coder_err)
     }
 
     fn put_uniform(&mut self, range: usize, value: usize) -> Result<()> {
@@ -107,7 +109,10 @@ impl AnsReader {
     pub fn new(bytes: &[u8]) -> Result<Self> {
         if bytes.len() % 4 != 0 {
             return Err(BitstreamError::corrupt(
-                format!("ANS stream of {} bytes is not a whole number of 32-bit words", bytes.len()),
+                format!(
+                    "ANS stream of {} bytes is not a whole number of 32-bit words",
+                    bytes.len()
+                ),
                 0,
             ));
         }
@@ -159,7 +164,9 @@ impl AnsReader {
         } else {
             i64::from(table.max()) + 1 + n as i64
         };
-        i32::try_from(v).map_err(|_| BitstreamError::corrupt(format!("escaped value {v} does not fit in i32"), 0))
+        i32::try_from(v).map_err(|_| {
+            BitstreamError::corrupt(format!("escaped value {v} does not fit in i32"), 0)
+        })
     }
 
     /// Ends decoding; a stream with data left over is corrupt (or was decoded with other parameters).
@@ -193,4 +200,3 @@ pub fn cost_bits(table: &CdfTable, v: i32) -> Option<f64> {
     }
     Some(bits)
 }
-

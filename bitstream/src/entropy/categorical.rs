@@ -31,7 +31,9 @@ impl CategoricalModel {
             ));
         }
         if counts.iter().any(|c| c.len() != size) {
-            return Err(BitstreamError::InvalidParameter("contexts of different sizes".into()));
+            return Err(BitstreamError::InvalidParameter(
+                "contexts of different sizes".into(),
+            ));
         }
         let tables = counts
             .iter()
@@ -52,7 +54,10 @@ impl CategoricalModel {
 
     fn table(&self, ctx: u16) -> Result<&CdfTable> {
         self.tables.get(usize::from(ctx)).ok_or_else(|| {
-            BitstreamError::InvalidParameter(format!("context {ctx} outside the {} tables", self.tables.len()))
+            BitstreamError::InvalidParameter(format!(
+                "context {ctx} outside the {} tables",
+                self.tables.len()
+            ))
         })
     }
 
@@ -66,7 +71,9 @@ impl CategoricalModel {
     /// [`BitstreamError::InvalidParameter`] for an index `>= K`, a bad context, or a length mismatch.
     pub fn encode(&self, indices: &[u32], contexts: Option<&[u16]>) -> Result<Vec<u8>> {
         if contexts.is_some_and(|c| c.len() != indices.len()) {
-            return Err(BitstreamError::InvalidParameter("one context per index is needed".into()));
+            return Err(BitstreamError::InvalidParameter(
+                "one context per index is needed".into(),
+            ));
         }
         let mut w = AnsWriter::new();
         for (i, &v) in indices.iter().enumerate().rev() {
@@ -87,12 +94,15 @@ impl CategoricalModel {
     /// [`BitstreamError::Corrupt`] for a damaged stream.
     pub fn decode(&self, bytes: &[u8], n: usize, contexts: Option<&[u16]>) -> Result<Vec<u32>> {
         if contexts.is_some_and(|c| c.len() != n) {
-            return Err(BitstreamError::InvalidParameter("one context per index is needed".into()));
+            return Err(BitstreamError::InvalidParameter(
+                "one context per index is needed".into(),
+            ));
         }
         let mut r = AnsReader::new(bytes)?;
         let mut out = Vec::new();
-        out.try_reserve_exact(n)
-            .map_err(|_| BitstreamError::InvalidParameter(format!("cannot allocate {n} indices")))?;
+        out.try_reserve_exact(n).map_err(|_| {
+            BitstreamError::InvalidParameter(format!("cannot allocate {n} indices"))
+        })?;
         for i in 0..n {
             out.push(r.get_index(&self.table(Self::ctx_of(contexts, i))?.model)? as u32);
         }
@@ -105,7 +115,12 @@ impl CategoricalModel {
         indices
             .iter()
             .enumerate()
-            .map(|(i, &v)| cost_bits(self.table(Self::ctx_of(contexts, i)).ok()?, i32::try_from(v).ok()?))
+            .map(|(i, &v)| {
+                cost_bits(
+                    self.table(Self::ctx_of(contexts, i)).ok()?,
+                    i32::try_from(v).ok()?,
+                )
+            })
             .sum()
     }
 
@@ -127,17 +142,29 @@ impl CategoricalModel {
         let mut r = Reader::new(bytes, 0);
         let count = r.u32("context count")? as usize;
         if count == 0 || count > 65536 || count > bytes.len() / 17 {
-            return Err(BitstreamError::corrupt(format!("categorical model with {count} contexts"), 0));
+            return Err(BitstreamError::corrupt(
+                format!("categorical model with {count} contexts"),
+                0,
+            ));
         }
         let tables = (0..count)
             .map(|_| CdfTable::read(&mut r, max_symbols))
             .collect::<Result<Vec<_>>>()?;
         if !r.rest().is_empty() {
-            return Err(BitstreamError::corrupt("bytes after the categorical tables", 0));
+            return Err(BitstreamError::corrupt(
+                "bytes after the categorical tables",
+                0,
+            ));
         }
         let size = tables[0].frequencies().len();
-        if tables.iter().any(|t| t.has_escape() || t.min() != 0 || t.frequencies().len() != size) {
-            return Err(BitstreamError::corrupt("categorical tables must cover 0..K without escape", 0));
+        if tables
+            .iter()
+            .any(|t| t.has_escape() || t.min() != 0 || t.frequencies().len() != size)
+        {
+            return Err(BitstreamError::corrupt(
+                "categorical tables must cover 0..K without escape",
+                0,
+            ));
         }
         Ok(Self { size, tables })
     }

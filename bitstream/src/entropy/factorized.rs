@@ -19,10 +19,14 @@ impl FactorizedModel {
     /// [`BitstreamError::InvalidParameter`] if there are no tables or a table has no escape.
     pub fn new(tables: Vec<CdfTable>) -> Result<Self> {
         if tables.is_empty() {
-            return Err(BitstreamError::InvalidParameter("factorized model with no channels".into()));
+            return Err(BitstreamError::InvalidParameter(
+                "factorized model with no channels".into(),
+            ));
         }
         if tables.iter().any(|t| !t.has_escape()) {
-            return Err(BitstreamError::InvalidParameter("factorized tables need an escape symbol".into()));
+            return Err(BitstreamError::InvalidParameter(
+                "factorized tables need an escape symbol".into(),
+            ));
         }
         Ok(Self { tables })
     }
@@ -86,8 +90,9 @@ impl FactorizedModel {
         self.check_len(n, plane)?;
         let mut r = AnsReader::new(bytes)?;
         let mut out = Vec::new();
-        out.try_reserve_exact(n)
-            .map_err(|_| BitstreamError::InvalidParameter(format!("cannot allocate {n} symbols")))?;
+        out.try_reserve_exact(n).map_err(|_| {
+            BitstreamError::InvalidParameter(format!("cannot allocate {n} symbols"))
+        })?;
         for table in &self.tables {
             for _ in 0..plane {
                 out.push(r.get(table)?);
@@ -108,7 +113,13 @@ impl FactorizedModel {
 
     /// Serializes the tables: `count u32 | table*` (see [`CdfTable::write`]).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(4 + self.tables.iter().map(CdfTable::serialized_len).sum::<usize>());
+        let mut out = Vec::with_capacity(
+            4 + self
+                .tables
+                .iter()
+                .map(CdfTable::serialized_len)
+                .sum::<usize>(),
+        );
         out.extend_from_slice(&(self.tables.len() as u32).to_le_bytes());
         for t in &self.tables {
             t.write(&mut out);
@@ -126,13 +137,19 @@ impl FactorizedModel {
         let count = r.u32("channel count")? as usize;
         // Each table takes at least 9 + 8 bytes: refuse counts the bytes cannot hold before allocating.
         if count == 0 || count > bytes.len() / 17 {
-            return Err(BitstreamError::corrupt(format!("factorized model with {count} channels"), 0));
+            return Err(BitstreamError::corrupt(
+                format!("factorized model with {count} channels"),
+                0,
+            ));
         }
         let tables = (0..count)
             .map(|_| CdfTable::read(&mut r, max_symbols))
             .collect::<Result<Vec<_>>>()?;
         if !r.rest().is_empty() {
-            return Err(BitstreamError::corrupt("bytes after the factorized tables", 0));
+            return Err(BitstreamError::corrupt(
+                "bytes after the factorized tables",
+                0,
+            ));
         }
         Self::new(tables).map_err(|e| BitstreamError::corrupt(e.to_string(), 0))
     }

@@ -76,13 +76,17 @@ impl GaussianConditional {
     /// that is not in `(0, 65536]`.
     pub fn new(scales: Vec<f64>) -> Result<Self> {
         if scales.is_empty() || scales.len() > 65536 {
-            return Err(BitstreamError::InvalidParameter("scale table needs 1..=65536 entries".into()));
+            return Err(BitstreamError::InvalidParameter(
+                "scale table needs 1..=65536 entries".into(),
+            ));
         }
         let tables = scales
             .iter()
             .map(|&s| {
                 if !(s > 0.0 && s <= 65536.0) {
-                    return Err(BitstreamError::InvalidParameter(format!("scale {s} outside (0, 65536]")));
+                    return Err(BitstreamError::InvalidParameter(format!(
+                        "scale {s} outside (0, 65536]"
+                    )));
                 }
                 let r = (TAIL_BOUND * s).ceil().max(1.0) as i64;
                 let mut pmf: Vec<f64> = (-r..=r).map(|i| gaussian_bin(i, s)).collect();
@@ -111,10 +115,16 @@ impl GaussianConditional {
         self.scales[..last].partition_point(|&s| s < sigma) as u16
     }
 
-    fn tables_for<'a>(&'a self, indices: &'a [u16]) -> impl DoubleEndedIterator<Item = Result<&'a CdfTable>> + ExactSizeIterator + 'a {
+    fn tables_for<'a>(
+        &'a self,
+        indices: &'a [u16],
+    ) -> impl DoubleEndedIterator<Item = Result<&'a CdfTable>> + ExactSizeIterator + 'a {
         indices.iter().map(move |&i| {
             self.table(i).ok_or_else(|| {
-                BitstreamError::InvalidParameter(format!("scale index {i} outside the table of {}", self.scales.len()))
+                BitstreamError::InvalidParameter(format!(
+                    "scale index {i} outside the table of {}",
+                    self.scales.len()
+                ))
             })
         })
     }

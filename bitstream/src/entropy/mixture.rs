@@ -45,7 +45,11 @@ impl ScaleCdf {
         let values = (-half..=half)
             .map(|t| (normal_cdf(t as f64 / (STEP as f64 * s)) * ONE as f64).round() as u32)
             .collect();
-        Self { half, radius, values }
+        Self {
+            half,
+            radius,
+            values,
+        }
     }
 
     #[inline]
@@ -92,7 +96,10 @@ impl GaussianMixture {
                 "mixture needs 1..={MAX_COMPONENTS} components, got {components}"
             )));
         }
-        if scales.is_empty() || scales.len() > 65536 || scales.iter().any(|&s| !(s > 0.0 && s <= MAX_SCALE)) {
+        if scales.is_empty()
+            || scales.len() > 65536
+            || scales.iter().any(|&s| !(s > 0.0 && s <= MAX_SCALE))
+        {
             return Err(BitstreamError::InvalidParameter(format!(
                 "mixture scales must be 1..=65536 values in (0, {MAX_SCALE}]"
             )));
@@ -126,14 +133,23 @@ impl GaussianMixture {
                 p.scales.len()
             )));
         }
-        if let Some(&s) = p.scales.iter().find(|&&s| usize::from(s) >= self.cdfs.len()) {
+        if let Some(&s) = p
+            .scales
+            .iter()
+            .find(|&&s| usize::from(s) >= self.cdfs.len())
+        {
             return Err(BitstreamError::InvalidParameter(format!(
                 "scale index {s} outside the table of {}",
                 self.cdfs.len()
             )));
         }
-        if p.means.iter().any(|&m| i64::from(m).abs() > MAX_MEAN * STEP) {
-            return Err(BitstreamError::InvalidParameter(format!("mixture mean beyond ±{MAX_MEAN}")));
+        if p.means
+            .iter()
+            .any(|&m| i64::from(m).abs() > MAX_MEAN * STEP)
+        {
+            return Err(BitstreamError::InvalidParameter(format!(
+                "mixture mean beyond ±{MAX_MEAN}"
+            )));
         }
         Ok(n)
     }
@@ -142,7 +158,11 @@ impl GaussianMixture {
     fn table(&self, p: &MixtureParams<'_>, i: usize, masses: &mut Vec<u64>) -> Result<CdfTable> {
         let k = self.components;
         let range = i * k..(i + 1) * k;
-        let (w, mu, sc) = (&p.weights[range.clone()], &p.means[range.clone()], &p.scales[range]);
+        let (w, mu, sc) = (
+            &p.weights[range.clone()],
+            &p.means[range.clone()],
+            &p.scales[range],
+        );
         let all_zero = w.iter().all(|&x| x == 0);
         let weight = |j: usize| if all_zero { 1 } else { u64::from(w[j]) };
         let (mut lo, mut hi) = (i64::MAX, i64::MIN);

@@ -66,7 +66,11 @@ pub fn quantize_masses(masses: &[u64], total: u32) -> Result<Vec<u32>> {
 /// Converts probabilities (any nonnegative finite scale) to integer masses exactly: `round(p · 2^52)`
 /// after normalizing by the largest entry. Non-finite or negative inputs count as zero.
 pub fn masses_from_f64(probs: &[f64]) -> Vec<u64> {
-    let max = probs.iter().copied().filter(|p| p.is_finite() && *p > 0.0).fold(0.0f64, f64::max);
+    let max = probs
+        .iter()
+        .copied()
+        .filter(|p| p.is_finite() && *p > 0.0)
+        .fold(0.0f64, f64::max);
     if max <= 0.0 {
         return vec![0; probs.len()];
     }
@@ -96,7 +100,10 @@ pub struct CdfTable {
 
 impl PartialEq for CdfTable {
     fn eq(&self, other: &Self) -> bool {
-        self.min == other.min && self.max == other.max && self.escape == other.escape && self.freqs == other.freqs
+        self.min == other.min
+            && self.max == other.max
+            && self.escape == other.escape
+            && self.freqs == other.freqs
     }
 }
 
@@ -109,12 +116,17 @@ impl CdfTable {
     /// range overflows `i32`.
     pub fn from_frequencies(min: i32, freqs: Vec<u32>, escape: bool) -> Result<Self> {
         let bad = |m: String| BitstreamError::InvalidParameter(m);
-        let values = freqs.len().checked_sub(usize::from(escape)).filter(|&v| v > 0);
+        let values = freqs
+            .len()
+            .checked_sub(usize::from(escape))
+            .filter(|&v| v > 0);
         let Some(values) = values else {
             return Err(bad("a table needs at least one value".into()));
         };
         if freqs.len() < 2 {
-            return Err(bad("a table needs at least two symbols (add an escape)".into()));
+            return Err(bad(
+                "a table needs at least two symbols (add an escape)".into()
+            ));
         }
         let max = i64::from(min) + values as i64 - 1;
         let max = i32::try_from(max).map_err(|_| bad("table range overflows i32".into()))?;
@@ -123,7 +135,9 @@ impl CdfTable {
         }
         let sum: u64 = freqs.iter().map(|&f| u64::from(f)).sum();
         if sum != u64::from(TOTAL) {
-            return Err(bad(format!("table frequencies sum to {sum}, expected {TOTAL}")));
+            return Err(bad(format!(
+                "table frequencies sum to {sum}, expected {TOTAL}"
+            )));
         }
         let model = Model::from_nonzero_fixed_point_probabilities(&freqs, false)
             .map_err(|()| bad("constriction refused the table".into()))?;
@@ -200,7 +214,12 @@ impl CdfTable {
         let escape = match r.u8("table escape flag")? {
             0 => false,
             1 => true,
-            other => return Err(BitstreamError::corrupt(format!("table escape flag {other}"), 0)),
+            other => {
+                return Err(BitstreamError::corrupt(
+                    format!("table escape flag {other}"),
+                    0,
+                ));
+            }
         };
         let count = r.u32("table size")? as usize;
         if count > max_symbols {
@@ -229,7 +248,10 @@ mod tests {
     #[test]
     fn quantize_sums_and_is_nonzero() {
         let q = quantize_masses(&[0, 5, 1_000_000, 3, 0], TOTAL).unwrap();
-        assert_eq!(q.iter().map(|&f| u64::from(f)).sum::<u64>(), u64::from(TOTAL));
+        assert_eq!(
+            q.iter().map(|&f| u64::from(f)).sum::<u64>(),
+            u64::from(TOTAL)
+        );
         assert!(q.iter().all(|&f| f > 0));
         assert!(q[2] > q[1] && q[1] >= q[3]);
     }
