@@ -37,7 +37,9 @@ impl Backend {
     pub fn self_test(self) -> Result<f32> {
         let run = |device: &Device| -> Result<Vec<f32>> {
             let n = 16 * 16;
-            let x: Vec<f32> = (0..n).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
+            let x: Vec<f32> = (0..n)
+                .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+                .collect();
             let a = Tensor::<2>::from_data(TensorData::new(x.clone(), [16, 16]), device);
             let prod = a.clone().matmul(a.clone().transpose()).tanh();
             let img = Tensor::<4>::from_data(TensorData::new(x, [1, 1, 16, 16]), device);
@@ -48,11 +50,31 @@ impl Backend {
                 None,
                 burn::tensor::ops::ConvOptions::new([2, 2], [1, 1], [1, 1], 1),
             );
-            let mut out = prod.into_data().to_vec::<f32>().map_err(|e| self.err(format!("{e:?}")))?;
-            out.extend(conv.into_data().to_vec::<f32>().map_err(|e| self.err(format!("{e:?}")))?);
+            let mut out = prod
+                .into_data()
+                .try_to_vec::<f32>()
+                .map_err(|e| self.err(format!("{e:?}")))?;
+            out.extend(
+                conv.into_data()
+                    .try_to_vec::<f32>()
+                    .map_err(|e| self.err(format!("{e:?}")))?,
+            );
             Ok(out)
         };
-        let here = run(&self.device())?;
+        // A backend that cannot start (no adapter, no driver) panics inside burn/cubecl; turn that
+        // into an error that names the backend instead of a crash.
+        let quiet = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let here = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&self.device())));
+        std::panic::set_hook(quiet);
+        let here = here.map_err(|payload| {
+            let msg = payload
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| payload.downcast_ref::<&str>().copied())
+                .unwrap_or("the backend panicked");
+            self.err(format!("could not run: {msg}"))
+        })??;
         let cpu = run(&Backend::Cpu.device())?;
         let max = here
             .iter()
@@ -89,7 +111,9 @@ impl FromStr for Backend {
         match s {
             "cpu" | "flex" => Ok(Self::Cpu),
             "wgpu" | "gpu" => Ok(Self::Wgpu),
-            other => Err(CodecError::InvalidParameter(format!("unknown backend '{other}' (cpu or wgpu)"))),
+            other => Err(CodecError::InvalidParameter(format!(
+                "unknown backend '{other}' (cpu or wgpu)"
+            ))),
         }
     }
 }

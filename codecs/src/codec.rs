@@ -53,7 +53,9 @@ impl FromStr for Quality {
                 .parse::<f64>()
                 .ok()
                 .filter(|v| v.is_finite() && *v > 0.0)
-                .ok_or_else(|| CodecError::InvalidParameter(format!("'{s}' is not a positive number")))
+                .ok_or_else(|| {
+                    CodecError::InvalidParameter(format!("'{s}' is not a positive number"))
+                })
         };
         if let Some(v) = s.strip_suffix("bpp") {
             Ok(Self::TargetBpp(number(v)?))
@@ -90,7 +92,7 @@ pub struct CodecInfo {
 }
 
 /// A codec: turns media into a [`Container`] and back.
-pub trait Codec {
+pub trait Codec: Send + Sync {
     /// What this codec is.
     fn info(&self) -> &CodecInfo;
 

@@ -39,7 +39,14 @@ impl std::fmt::Debug for CodecRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CodecRegistry")
             .field("backend", &self.backend)
-            .field("codecs", &self.codecs.iter().map(|c| c.info().name).collect::<Vec<_>>())
+            .field(
+                "codecs",
+                &self
+                    .codecs
+                    .iter()
+                    .map(|c| c.info().name)
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -87,7 +94,10 @@ impl CodecRegistry {
         }
         match PLANNED.iter().find(|p| p.0 == id) {
             Some(_) => Err(self.not_available(id)),
-            None => Err(CodecError::UnknownCodec(format!("{:#06x}", id.0), self.known())),
+            None => Err(CodecError::UnknownCodec(
+                format!("{:#06x}", id.0),
+                self.known(),
+            )),
         }
     }
 

@@ -25,7 +25,8 @@ pub struct DecodeArgs {
 /// A damaged file, a file of an unavailable codec, or I/O failure.
 pub fn run(args: &DecodeArgs, backend: Backend) -> Result<()> {
     let limits = Limits::default();
-    let file = Container::read_file(&args.input, &limits).with_context(|| format!("reading {}", args.input.display()))?;
+    let file = Container::read_file(&args.input, &limits)
+        .with_context(|| format!("reading {}", args.input.display()))?;
     let registry = CodecRegistry::builtin(backend);
     let codec = registry.by_id(file.codec)?;
     let media = codec
@@ -38,9 +39,15 @@ pub fn run(args: &DecodeArgs, backend: Backend) -> Result<()> {
             (png, "png")
         }
         Media::Symbols(s) => (serde_json::to_vec(s)?, "json"),
-        other => anyhow::bail!("writing {} output is not available in this build", other.kind_name()),
+        other => anyhow::bail!(
+            "writing {} output is not available in this build",
+            other.kind_name()
+        ),
     };
-    let out = args.output.clone().unwrap_or_else(|| super::with_extension(&args.input, ext));
+    let out = args
+        .output
+        .clone()
+        .unwrap_or_else(|| super::with_extension(&args.input, ext));
     write_atomic(&out, &bytes)?;
     println!("{} → {}", args.input.display(), out.display());
     Ok(())

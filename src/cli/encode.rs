@@ -43,7 +43,12 @@ pub fn run(args: &EncodeArgs, backend: Backend) -> Result<()> {
     let registry = CodecRegistry::builtin(backend);
     let codec = registry.by_name(name)?;
     if codec.info().media != kind {
-        bail!("codec {} codes {}, but {} is {kind}", codec.info().name, codec.info().media, args.input.display());
+        bail!(
+            "codec {} codes {}, but {} is {kind}",
+            codec.info().name,
+            codec.info().media,
+            args.input.display()
+        );
     }
     let media = match kind {
         "image" => Media::Image(
@@ -65,6 +70,11 @@ pub fn run(args: &EncodeArgs, backend: Backend) -> Result<()> {
         .clone()
         .unwrap_or_else(|| super::with_extension(&args.input, "ncd"));
     write_atomic(&out, &bytes)?;
-    println!("{} → {} ({} bytes)", args.input.display(), out.display(), bytes.len());
+    println!(
+        "{} → {} ({} bytes)",
+        args.input.display(),
+        out.display(),
+        bytes.len()
+    );
     Ok(())
 }

@@ -23,7 +23,8 @@ pub struct InfoArgs {
 /// If the file cannot be read or is not a valid .ncd file.
 pub fn run(args: &InfoArgs) -> Result<()> {
     let limits = Limits::default();
-    let file = Container::read_file(&args.file, &limits).with_context(|| format!("reading {}", args.file.display()))?;
+    let file = Container::read_file(&args.file, &limits)
+        .with_context(|| format!("reading {}", args.file.display()))?;
     let size = std::fs::metadata(&args.file)?.len();
     let report = describe(&file, size);
     if args.json {
@@ -37,7 +38,9 @@ pub fn run(args: &InfoArgs) -> Result<()> {
 fn rate(media: &MediaInfo, size: u64) -> (Option<f64>, Option<f64>) {
     let bits = size as f64 * 8.0;
     match *media {
-        MediaInfo::Image { width, height, .. } => (Some(bits / (f64::from(width) * f64::from(height))), None),
+        MediaInfo::Image { width, height, .. } => {
+            (Some(bits / (f64::from(width) * f64::from(height))), None)
+        }
         MediaInfo::Audio {
             sample_rate,
             sample_count,
@@ -111,7 +114,9 @@ fn print_text(file: &Container, size: u64) {
             height,
             channels,
             bit_depth,
-        } => println!("media         image {width}×{height}, {channels} channel(s), {bit_depth} bit"),
+        } => {
+            println!("media         image {width}×{height}, {channels} channel(s), {bit_depth} bit")
+        }
         MediaInfo::Audio {
             sample_rate,
             channels,

@@ -9,8 +9,10 @@ use ncodec_codecs::Backend;
 pub mod decode;
 pub mod doctor;
 pub mod encode;
+pub mod eval;
 pub mod info;
 pub mod pending;
+pub mod plot;
 
 /// Learned neural codecs for images, audio and video, with bitstreams that decode anywhere.
 #[derive(Debug, Parser)]
@@ -28,7 +30,8 @@ pub struct Args {
 }
 
 fn parse_backend(s: &str) -> Result<Backend, String> {
-    s.parse().map_err(|e: ncodec_codecs::CodecError| e.to_string())
+    s.parse()
+        .map_err(|e: ncodec_codecs::CodecError| e.to_string())
 }
 
 /// Subcommands.
@@ -43,9 +46,9 @@ pub enum Command {
     /// Train a codec on a folder of media.
     Train(pending::TrainArgs),
     /// Measure rate-distortion curves on a dataset folder.
-    Eval(pending::EvalArgs),
+    Eval(eval::EvalArgs),
     /// Plot rate-distortion curves and compute BD-rates.
-    Plot(pending::PlotArgs),
+    Plot(plot::PlotArgs),
     /// Check that a compute backend runs and agrees with the CPU.
     Doctor,
 }
@@ -60,8 +63,8 @@ pub fn run(args: Args) -> Result<()> {
         Command::Decode(a) => decode::run(&a, args.backend),
         Command::Info(a) => info::run(&a),
         Command::Train(a) => pending::train(&a),
-        Command::Eval(a) => pending::eval(&a),
-        Command::Plot(a) => pending::plot(&a),
+        Command::Eval(a) => eval::run(&a, args.backend, args.quiet),
+        Command::Plot(a) => plot::run(&a),
         Command::Doctor => doctor::run(args.backend),
     }
 }

@@ -1,5 +1,5 @@
-//! `ncodec train`, `eval` and `plot`: their arguments are fixed now so scripts can be written
-//! against them; each reports clearly which part has not landed yet.
+//! `ncodec train`: its arguments are fixed now so scripts can be written against them; it reports
+//! clearly that no trainable codec has landed yet.
 
 use std::path::PathBuf;
 
@@ -26,39 +26,6 @@ pub struct TrainArgs {
     pub steps: u64,
 }
 
-/// Arguments of `ncodec eval`.
-#[derive(Debug, Args)]
-pub struct EvalArgs {
-    /// Codec to evaluate.
-    #[arg(long)]
-    pub codec: String,
-    /// Dataset folder.
-    #[arg(long)]
-    pub data: PathBuf,
-    /// Comma-separated quality points (levels or rates).
-    #[arg(short, long)]
-    pub quality: Option<String>,
-    /// Output JSON (CompressAI schema).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Also write one row per item.
-    #[arg(long)]
-    pub per_item: bool,
-}
-
-/// Arguments of `ncodec plot`.
-#[derive(Debug, Args)]
-pub struct PlotArgs {
-    /// Rate-distortion JSON files (CompressAI schema).
-    pub curves: Vec<PathBuf>,
-    /// Output PNG.
-    #[arg(short, long)]
-    pub output: Option<PathBuf>,
-    /// Print BD-rate of each curve against this anchor.
-    #[arg(long)]
-    pub bd_rate: Option<PathBuf>,
-}
-
 /// `ncodec train`.
 ///
 /// # Errors
@@ -67,28 +34,5 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     bail!(
         "training {} is not available in this build: no trainable codec has landed yet (the hyperprior is the first)",
         args.codec
-    )
-}
-
-/// `ncodec eval`.
-///
-/// # Errors
-/// Always, until the evaluation module has landed.
-pub fn eval(args: &EvalArgs) -> Result<()> {
-    bail!(
-        "evaluating {} on {} is not available in this build: the evaluation module has not landed yet",
-        args.codec,
-        args.data.display()
-    )
-}
-
-/// `ncodec plot`.
-///
-/// # Errors
-/// Always, until the evaluation module has landed.
-pub fn plot(args: &PlotArgs) -> Result<()> {
-    bail!(
-        "plotting {} curve(s) is not available in this build: the evaluation module has not landed yet",
-        args.curves.len()
     )
 }
