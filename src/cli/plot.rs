@@ -1,0 +1,102 @@
+//! `ncodec plot`: rate-distortion PNGs and Bjøntegaard deltas.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use ncodec_training::bdrate::{Interp, bd};
+use ncodec_training::plot::{PlotOptions, plot_rd};
+use ncodec_training::rd::RdCurve;
+
+/// Arguments of `ncodec plot`.
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    /// Rate-distortion JSON files (CompressAI schema).
+    pub curves: Vec<PathBuf>,
+    /// Output PNG (bpp–PSNR and bpp–MS-SSIM panels).
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Anchor for BD-rates (default: the first curve).
+    #[arg(long)]
+    pub bd_rate: Option<PathBuf>,
+    /// Logarithmic rate axis.
+    #[arg(long)]
+    pub log_rate: bool,
+    /// Plot title.
+    #[arg(long, default_value = "Rate-distortion")]
+    pub title: String,
+}
+
+/// Prints BD-rates of every curve against the anchor and draws the plot.
+///
+/// # Errors
+/// Unreadable files, curves without rate/PSNR, or a PNG that cannot be written.
+pub fn run(args: &PlotArgs) -> Result<()> {
+    let mut curves = args
+        .curves
+        .iter()
+        .map(|p| RdCurve::read(p).with_context(|| format!("reading {}", p.display())))
+        .collect::<Result<Vec<_>>>()?;
+    let anchor = match &args.bd_rate {
+        Some(p) => Some(RdCurve::read(p).with_context(|| format!("reading anchor {}", p.display()))?),
+        None if curves.len() >= 2 => Some(curves[0].clone()),
+        None => None,
+    };
+    if anchor.is_none() && args.output.is_none() {
+        bail!("nothing to do: give -o OUT.png to plot, or --bd-rate ANCHOR.json (or two curves) for BD-rates");
+    }
+    if let Some(anchor) = &anchor {
+        let (ar, aq) = anchor.rate_psnr()?;
+        println!("BD vs anchor '{}' (PSNR-RGB; negative BD-rate = fewer bits):", anchor.name);
+        println!("{:<40} {:>14} {:>14} {:>12} {:>12}", "curve", "BD-rate pchip", "BD-rate poly", "BD-PSNR pchip", "overlap dB");
+        for c in &curves {
+            if args.bd_rate.is_none() && std::ptr::eq(c, &curves[0]) {
+                continue;
+            }
+            let (r, q) = c.rate_psnr()?;
+            let p = bd((&ar, &aq), (&r, &q), Interp::Pchip);
+            let poly = bd((&ar, &aq), (&r, &q), Interp::Polynomial);
+            match (p, poly) {
+                (Ok(p), poly) => {
+                    println!(
+                        "{:<40} {:>13.2}% {:>14} {:>11.3}dB {:>6.2}-{:.2}",
+                        c.name,
+                        p.rate_percent,
+                        poly.map_or("n/a".into(), |b| format!("{:.2}%", b.rate_percent)),
+                        p.psnr_db,
+                        p.quality_overlap.0,
+                        p.quality_overlap.1
+                    );
+                    if p.overlap_fraction < 0.5 {
+                        eprintln!(
+                            "warning: '{}' overlaps the anchor over only {:.0} % of its quality range; the BD-rate extrapolates little but says little",
+                            c.name,
+                            p.overlap_fraction * 100.0
+                        );
+                    }
+                }
+                (Err(e), _) => println!("{:<40} {e}", c.name),
+            }
+        }
+        if args.bd_rate.is_some() {
+            curves.insert(0, anchor.clone());
+        }
+    }
+    if let Some(out) = &args.output {
+        // Draw into a temporary file beside the target, then rename: the PNG appears whole or not at all.
+        let tmp = out.with_extension(format!("{}.tmp.png", std::process::id()));
+        let opts = PlotOptions {
+            title: args.title.clone(),
+            log_rate: args.log_rate,
+            ..PlotOptions::default()
+        };
+        let drawn = plot_rd(&curves, &tmp, &opts);
+        if drawn.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        drawn?;
+        std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))?;
+        println!("wrote {}", out.display());
+    }
+    Ok(())
+}
