@@ -15,6 +15,9 @@ use crate::limits::Limits;
 
 /// Most scales a conformance file may declare.
 const MAX_SCALES: usize = 1024;
+/// Most symbols a conformance file may hold (a symbol can cost far less than a bit, so the count
+/// cannot be bounded by the stream's size; this caps the decoder's work and memory instead).
+pub const MAX_SYMBOLS: u64 = 1 << 24;
 
 /// An entropy model with its per-symbol parameters.
 #[derive(Debug, Clone, PartialEq)]
@@ -343,7 +346,7 @@ pub fn decode(c: &Container, limits: &Limits) -> Result<(ConformanceModel, Vec<i
         ));
     };
     let n = width as usize;
-    Limits::check("symbols", n as u64, limits.max_symbols)?;
+    Limits::check("symbols", n as u64, limits.max_symbols.min(MAX_SYMBOLS))?;
     let kind = *c
         .params
         .extra

@@ -145,6 +145,10 @@ fn bad_corpus() -> Vec<(&'static str, Vec<u8>)> {
         }),
     ));
     v.push((
+        "conformance-too-many-symbols",
+        with(&|_, c| c[0].1[0..4].copy_from_slice(&(1u32 << 25).to_le_bytes())),
+    ));
+    v.push((
         "symbol-count-mismatch",
         with(&|_, c| c[0].1[0..4].copy_from_slice(&513u32.to_le_bytes())),
     ));
