@@ -283,3 +283,92 @@ fn mutate(bytes: &[u8], rng: &mut SplitMix64) -> Vec<u8> {
     }
     b
 }
+
+fn shared(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared")
+        .join(rel)
+}
+
+#[test]
+fn plot_draws_a_png_and_prints_bd_rates() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("rd.png");
+    let jpeg = shared("reference/classical/kodak-classical-jpeg.json");
+    let hp =
+        shared("reference/compressai/image/kodak/compressai-bmshj2018-hyperprior_mse_cuda.json");
+    let out = ncodec(&[
+        "plot",
+        jpeg.to_str().unwrap(),
+        hp.to_str().unwrap(),
+        "-o",
+        png.to_str().unwrap(),
+        "--log-rate",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(
+        s.contains("BD vs anchor 'JPEG'") && s.contains("bmshj2018-hyperprior"),
+        "{s}"
+    );
+    assert_eq!(image::image_dimensions(&png).unwrap(), (1500, 640));
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "no temporary file left"
+    );
+    let out = ncodec(&["plot", jpeg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "nothing to do is an error");
+}
+
+#[test]
+fn eval_writes_compressai_json_and_names_unavailable_codecs() {
+    let data = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        shared("data/kodak/kodim23.png"),
+        data.path().join("kodim23.png"),
+    )
+    .unwrap();
+    let json = data.path().join("out.json");
+    let out = ncodec(&[
+        "eval",
+        "--codec",
+        "hyperprior",
+        "--data",
+        data.path().to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("not available"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = ncodec(&[
+        "eval",
+        "--codec",
+        "jpeg",
+        "--data",
+        data.path().to_str().unwrap(),
+        "-q",
+        "10,90",
+        "--out",
+        json.to_str().unwrap(),
+        "--per-item",
+        "--quiet",
+    ]);
+    if !out.status.success()
+        && std::env::var_os("CI").is_none()
+        && text(&out.stderr).contains("apt-get install")
+    {
+        eprintln!("skipped: {}", text(&out.stderr));
+        return;
+    }
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(v["name"], "JPEG");
+    // kodim23 at q10 / q90: the reference rows of the shared per-image CSV.
+    let bpp = v["results"]["bpp"].as_array().unwrap();
+    assert!((bpp[0].as_f64().unwrap() - 8343.0 * 8.0 / (768.0 * 512.0)).abs() < 1e-12);
+    assert!((v["results"]["psnr-rgb"][1].as_f64().unwrap() - 39.64109337306077).abs() < 1e-6);
+    assert_eq!(v["per_item"].as_array().unwrap().len(), 2);
+}

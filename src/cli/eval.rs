@@ -6,7 +6,9 @@ use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use ncodec_codecs::{Backend, CodecRegistry};
-use ncodec_training::eval::{Classical, CodecRunner, ImageRunner, Progress, dataset_images, evaluate};
+use ncodec_training::eval::{
+    Classical, CodecRunner, ImageRunner, Progress, dataset_images, evaluate,
+};
 use ncodec_training::metrics::ms_ssim_db;
 
 use crate::io::write_atomic;
@@ -66,7 +68,8 @@ pub fn run(args: &EvalArgs, backend: Backend, quiet: bool) -> Result<()> {
             &learned
         }
     };
-    let items = dataset_images(&args.data).with_context(|| format!("reading dataset {}", args.data.display()))?;
+    let items = dataset_images(&args.data)
+        .with_context(|| format!("reading dataset {}", args.data.display()))?;
     let qualities = if args.quality.is_empty() {
         runner.default_qualities()
     } else {
@@ -85,8 +88,10 @@ pub fn run(args: &EvalArgs, backend: Backend, quiet: bool) -> Result<()> {
         ProgressBar::new((items.len() * qualities.len()) as u64)
     };
     bar.set_style(
-        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} items×points, {elapsed} elapsed, eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{msg} [{bar:40}] {pos}/{len} items×points, {elapsed} elapsed, eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.set_message(format!("eval {}", runner.name()));
     let start = std::time::Instant::now();
@@ -104,7 +109,10 @@ pub fn run(args: &EvalArgs, backend: Backend, quiet: bool) -> Result<()> {
         qualities.len(),
         start.elapsed().as_secs_f64()
     );
-    eprintln!("{:>10} {:>9} {:>10} {:>12}", "quality", "bpp", "PSNR [dB]", "MS-SSIM [dB]");
+    eprintln!(
+        "{:>10} {:>9} {:>10} {:>12}",
+        "quality", "bpp", "PSNR [dB]", "MS-SSIM [dB]"
+    );
     for (i, q) in qualities.iter().enumerate() {
         eprintln!(
             "{q:>10} {:>9.4} {:>10.3} {:>12.3}",

@@ -37,18 +37,38 @@ pub fn run(args: &PlotArgs) -> Result<()> {
         .iter()
         .map(|p| RdCurve::read(p).with_context(|| format!("reading {}", p.display())))
         .collect::<Result<Vec<_>>>()?;
+    // Two curves of the same name (e.g. two JPEG runs) are told apart by their file names.
+    for i in 0..curves.len() {
+        if curves.iter().filter(|c| c.name == curves[i].name).count() > 1 {
+            let stem = args.curves[i]
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            curves[i].name = format!("{} ({stem})", curves[i].name);
+        }
+    }
     let anchor = match &args.bd_rate {
-        Some(p) => Some(RdCurve::read(p).with_context(|| format!("reading anchor {}", p.display()))?),
+        Some(p) => {
+            Some(RdCurve::read(p).with_context(|| format!("reading anchor {}", p.display()))?)
+        }
         None if curves.len() >= 2 => Some(curves[0].clone()),
         None => None,
     };
     if anchor.is_none() && args.output.is_none() {
-        bail!("nothing to do: give -o OUT.png to plot, or --bd-rate ANCHOR.json (or two curves) for BD-rates");
+        bail!(
+            "nothing to do: give -o OUT.png to plot, or --bd-rate ANCHOR.json (or two curves) for BD-rates"
+        );
     }
     if let Some(anchor) = &anchor {
         let (ar, aq) = anchor.rate_psnr()?;
-        println!("BD vs anchor '{}' (PSNR-RGB; negative BD-rate = fewer bits):", anchor.name);
-        println!("{:<40} {:>14} {:>14} {:>12} {:>12}", "curve", "BD-rate pchip", "BD-rate poly", "BD-PSNR pchip", "overlap dB");
+        println!(
+            "BD vs anchor '{}' (PSNR-RGB; negative BD-rate = fewer bits):",
+            anchor.name
+        );
+        println!(
+            "{:<40} {:>14} {:>14} {:>14} {:>12}",
+            "curve", "BD-rate pchip", "BD-rate poly", "BD-PSNR pchip", "overlap dB"
+        );
         for c in &curves {
             if args.bd_rate.is_none() && std::ptr::eq(c, &curves[0]) {
                 continue;
@@ -59,7 +79,7 @@ pub fn run(args: &PlotArgs) -> Result<()> {
             match (p, poly) {
                 (Ok(p), poly) => {
                     println!(
-                        "{:<40} {:>13.2}% {:>14} {:>11.3}dB {:>6.2}-{:.2}",
+                        "{:<40} {:>13.2}% {:>14} {:>11.3} dB {:>6.2}-{:.2}",
                         c.name,
                         p.rate_percent,
                         poly.map_or("n/a".into(), |b| format!("{:.2}%", b.rate_percent)),

@@ -41,7 +41,9 @@ pub struct BdResult {
 
 fn sorted(x: &[f64], y: &[f64]) -> Result<(Vec<f64>, Vec<f64>), BdError> {
     if x.len() != y.len() || x.iter().chain(y).any(|v| !v.is_finite()) {
-        return Err(BdError::BadCurve("curve with unequal lengths or non-finite values".into()));
+        return Err(BdError::BadCurve(
+            "curve with unequal lengths or non-finite values".into(),
+        ));
     }
     let mut p: Vec<(f64, f64)> = x.iter().copied().zip(y.iter().copied()).collect();
     p.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -51,7 +53,11 @@ fn sorted(x: &[f64], y: &[f64]) -> Result<(Vec<f64>, Vec<f64>), BdError> {
 
 /// A 1-D interpolant with an exact integral.
 enum Curve {
-    Pchip { x: Vec<f64>, y: Vec<f64>, d: Vec<f64> },
+    Pchip {
+        x: Vec<f64>,
+        y: Vec<f64>,
+        d: Vec<f64>,
+    },
     Poly([f64; 4]),
 }
 
@@ -127,7 +133,10 @@ impl Curve {
                 Ok(Self::Pchip { x, y, d })
             }
             Interp::Polynomial if x.len() >= 4 => Ok(Self::Poly(polyfit3(&x, &y))),
-            _ => Err(BdError::BadCurve(format!("{} distinct points are too few for {interp:?}", x.len()))),
+            _ => Err(BdError::BadCurve(format!(
+                "{} distinct points are too few for {interp:?}",
+                x.len()
+            ))),
         }
     }
 
@@ -135,7 +144,9 @@ impl Curve {
     fn integral(&self, a: f64, b: f64) -> f64 {
         match self {
             Self::Poly(c) => {
-                let f = |t: f64| c[0] * t + c[1] * t * t / 2.0 + c[2] * t.powi(3) / 3.0 + c[3] * t.powi(4) / 4.0;
+                let f = |t: f64| {
+                    c[0] * t + c[1] * t * t / 2.0 + c[2] * t.powi(3) / 3.0 + c[3] * t.powi(4) / 4.0
+                };
                 f(b) - f(a)
             }
             Self::Pchip { x, y, d } => {
@@ -149,7 +160,9 @@ impl Curve {
                     let m = (y[k + 1] - y[k]) / h;
                     let c2 = (3.0 * m - 2.0 * d[k] - d[k + 1]) / h;
                     let c3 = (d[k] + d[k + 1] - 2.0 * m) / (h * h);
-                    let f = |t: f64| y[k] * t + d[k] * t * t / 2.0 + c2 * t.powi(3) / 3.0 + c3 * t.powi(4) / 4.0;
+                    let f = |t: f64| {
+                        y[k] * t + d[k] * t * t / 2.0 + c2 * t.powi(3) / 3.0 + c3 * t.powi(4) / 4.0
+                    };
                     total += f(hi - x[k]) - f(lo - x[k]);
                 }
                 total
@@ -163,7 +176,11 @@ impl Curve {
 ///
 /// # Errors
 /// [`BdError`] for curves with too few or invalid points, or without overlap.
-pub fn bd(anchor: (&[f64], &[f64]), test: (&[f64], &[f64]), interp: Interp) -> Result<BdResult, BdError> {
+pub fn bd(
+    anchor: (&[f64], &[f64]),
+    test: (&[f64], &[f64]),
+    interp: Interp,
+) -> Result<BdResult, BdError> {
     let log = |r: &[f64]| -> Result<Vec<f64>, BdError> {
         r.iter()
             .map(|&v| {
@@ -209,7 +226,11 @@ pub fn bd(anchor: (&[f64], &[f64]), test: (&[f64], &[f64]), interp: Interp) -> R
         rate_percent,
         psnr_db,
         quality_overlap: (q_lo, q_hi),
-        overlap_fraction: if narrower > 0.0 { (q_hi - q_lo) / narrower } else { 0.0 },
+        overlap_fraction: if narrower > 0.0 {
+            (q_hi - q_lo) / narrower
+        } else {
+            0.0
+        },
     })
 }
 
@@ -223,7 +244,10 @@ mod tests {
         let q = [28.0, 30.5, 33.0, 35.6, 38.0];
         for interp in [Interp::Pchip, Interp::Polynomial] {
             let b = bd((&r, &q), (&r, &q), interp).unwrap();
-            assert!(b.rate_percent.abs() < 1e-9 && b.psnr_db.abs() < 1e-9, "{b:?}");
+            assert!(
+                b.rate_percent.abs() < 1e-9 && b.psnr_db.abs() < 1e-9,
+                "{b:?}"
+            );
         }
     }
 
@@ -249,7 +273,12 @@ mod tests {
     fn disjoint_curves_are_an_error() {
         let r = [0.1, 0.2, 0.4, 0.8];
         assert_eq!(
-            bd((&r, &[20.0, 21.0, 22.0, 23.0]), (&r, &[30.0, 31.0, 32.0, 33.0]), Interp::Pchip).unwrap_err(),
+            bd(
+                (&r, &[20.0, 21.0, 22.0, 23.0]),
+                (&r, &[30.0, 31.0, 32.0, 33.0]),
+                Interp::Pchip
+            )
+            .unwrap_err(),
             BdError::NoOverlap("quality")
         );
     }

@@ -84,7 +84,13 @@ pub trait ImageRunner: Sync {
     ///
     /// # Errors
     /// [`EvalError`] for a failure of this item.
-    fn code(&self, image: &RgbImage, source: &Path, quality: &str, scratch: &Path) -> Result<Coded, EvalError>;
+    fn code(
+        &self,
+        image: &RgbImage,
+        source: &Path,
+        quality: &str,
+        scratch: &Path,
+    ) -> Result<Coded, EvalError>;
 }
 
 /// A learned ncodec codec, through its real bitstream.
@@ -99,17 +105,29 @@ impl ImageRunner for CodecRunner<'_> {
     }
 
     fn description(&self) -> String {
-        format!("ncodec {} ({})", self.codec.info().name, self.codec.info().description)
+        format!(
+            "ncodec {} ({})",
+            self.codec.info().name,
+            self.codec.info().description
+        )
     }
 
     fn default_qualities(&self) -> Vec<String> {
         (1..=8).map(|q| q.to_string()).collect()
     }
 
-    fn code(&self, image: &RgbImage, _source: &Path, quality: &str, _scratch: &Path) -> Result<Coded, EvalError> {
+    fn code(
+        &self,
+        image: &RgbImage,
+        _source: &Path,
+        quality: &str,
+        _scratch: &Path,
+    ) -> Result<Coded, EvalError> {
         let quality: Quality = quality.parse()?;
         let t = Instant::now();
-        let file = self.codec.encode(&Media::Image(image.clone()), &EncodeOptions { quality })?;
+        let file = self
+            .codec
+            .encode(&Media::Image(image.clone()), &EncodeOptions { quality })?;
         let bytes = file.to_bytes()?;
         let encoding_time = t.elapsed().as_secs_f64();
         let t = Instant::now();
@@ -117,7 +135,10 @@ impl ImageRunner for CodecRunner<'_> {
         let decoded = match self.codec.decode(&parsed, &Limits::default())? {
             Media::Image(img) => img,
             other => {
-                return Err(EvalError::Empty(format!("codec decoded {} instead of an image", other.kind_name())));
+                return Err(EvalError::Empty(format!(
+                    "codec decoded {} instead of an image",
+                    other.kind_name()
+                )));
             }
         };
         Ok(Coded {
@@ -156,7 +177,10 @@ impl Classical {
 
     fn tools(self) -> [(&'static str, &'static str); 2] {
         match self {
-            Self::Jpeg => [("cjpeg", "libjpeg-turbo-progs"), ("djpeg", "libjpeg-turbo-progs")],
+            Self::Jpeg => [
+                ("cjpeg", "libjpeg-turbo-progs"),
+                ("djpeg", "libjpeg-turbo-progs"),
+            ],
             Self::Webp => [("cwebp", "webp"), ("dwebp", "webp")],
             Self::Avif => [("avifenc", "libavif-bin"), ("avifdec", "libavif-bin")],
             Self::Jxl => [("cjxl", "libjxl-tools"), ("djxl", "libjxl-tools")],
@@ -180,10 +204,13 @@ impl Classical {
 }
 
 fn run_tool(tool: &str, args: &[&std::ffi::OsStr]) -> Result<(), EvalError> {
-    let out = Command::new(tool).args(args).output().map_err(|e| EvalError::Tool {
-        tool: tool.into(),
-        message: e.to_string(),
-    })?;
+    let out = Command::new(tool)
+        .args(args)
+        .output()
+        .map_err(|e| EvalError::Tool {
+            tool: tool.into(),
+            message: e.to_string(),
+        })?;
     if out.status.success() {
         Ok(())
     } else {
@@ -242,7 +269,9 @@ pub fn read_ppm(path: &Path) -> Result<RgbImage, EvalError> {
     }
     let (w, h) = (num(&fields[1])?, num(&fields[2])?);
     let need = w as usize * h as usize * 3;
-    let pixels = data.get(pos..pos + need).ok_or_else(|| bad("truncated PPM data"))?;
+    let pixels = data
+        .get(pos..pos + need)
+        .ok_or_else(|| bad("truncated PPM data"))?;
     RgbImage::from_raw(w, h, pixels.to_vec()).ok_or_else(|| bad("PPM size"))
 }
 
@@ -270,7 +299,9 @@ impl ImageRunner for Classical {
         match self {
             Self::Jpeg => "cjpeg -quality Q -sample 2x2 -optimize (libjpeg-turbo)",
             Self::Webp => "cwebp -q Q -m 6 (libwebp)",
-            Self::Avif => "avifenc --min Q --max Q -s 6 -y 420 (libavif; Q = quantizer, lower is better)",
+            Self::Avif => {
+                "avifenc --min Q --max Q -s 6 -y 420 (libavif; Q = quantizer, lower is better)"
+            }
             Self::Jxl => "cjxl -q Q -e 7 (libjxl)",
         }
         .into()
@@ -286,7 +317,13 @@ impl ImageRunner for Classical {
         q.iter().map(u32::to_string).collect()
     }
 
-    fn code(&self, image: &RgbImage, _source: &Path, quality: &str, scratch: &Path) -> Result<Coded, EvalError> {
+    fn code(
+        &self,
+        image: &RgbImage,
+        _source: &Path,
+        quality: &str,
+        scratch: &Path,
+    ) -> Result<Coded, EvalError> {
         let q: u32 = quality.parse().map_err(|_| EvalError::Tool {
             tool: self.name(),
             message: format!("quality '{quality}' is not an integer"),
@@ -299,7 +336,11 @@ impl ImageRunner for Classical {
             Self::Avif => ("in.png", "x.avif", "out.png"),
             Self::Jxl => ("in.png", "x.jxl", "out.ppm"),
         };
-        let (input, coded, output) = (scratch.join(input), scratch.join(coded), scratch.join(output));
+        let (input, coded, output) = (
+            scratch.join(input),
+            scratch.join(coded),
+            scratch.join(output),
+        );
         if input.extension().is_some_and(|e| e == "ppm") {
             write_ppm(&input, image)?;
         } else {
@@ -313,14 +354,57 @@ impl ImageRunner for Classical {
         match self {
             Self::Jpeg => run_tool(
                 "cjpeg",
-                &[&os("-quality"), &os(&q), &os("-sample"), &os("2x2"), &os("-optimize"), &os("-outfile"), c, i],
+                &[
+                    &os("-quality"),
+                    &os(&q),
+                    &os("-sample"),
+                    &os("2x2"),
+                    &os("-optimize"),
+                    &os("-outfile"),
+                    c,
+                    i,
+                ],
             )?,
-            Self::Webp => run_tool("cwebp", &[&os("-quiet"), &os("-q"), &os(&q), &os("-m"), &os("6"), i, &os("-o"), c])?,
+            Self::Webp => run_tool(
+                "cwebp",
+                &[
+                    &os("-quiet"),
+                    &os("-q"),
+                    &os(&q),
+                    &os("-m"),
+                    &os("6"),
+                    i,
+                    &os("-o"),
+                    c,
+                ],
+            )?,
             Self::Avif => run_tool(
                 "avifenc",
-                &[&os("--min"), &os(&q), &os("--max"), &os(&q), &os("-s"), &os("6"), &os("-y"), &os("420"), i, c],
+                &[
+                    &os("--min"),
+                    &os(&q),
+                    &os("--max"),
+                    &os(&q),
+                    &os("-s"),
+                    &os("6"),
+                    &os("-y"),
+                    &os("420"),
+                    i,
+                    c,
+                ],
             )?,
-            Self::Jxl => run_tool("cjxl", &[i, c, &os("-q"), &os(&q), &os("-e"), &os("7"), &os("--quiet")])?,
+            Self::Jxl => run_tool(
+                "cjxl",
+                &[
+                    i,
+                    c,
+                    &os("-q"),
+                    &os(&q),
+                    &os("-e"),
+                    &os("7"),
+                    &os("--quiet"),
+                ],
+            )?,
         }
         let encoding_time = t.elapsed().as_secs_f64();
         let t = Instant::now();
@@ -360,7 +444,10 @@ pub fn dataset_images(dir: &Path) -> Result<Vec<PathBuf>, EvalError> {
         .collect();
     items.sort();
     if items.is_empty() {
-        return Err(EvalError::Empty(format!("{} holds no PNG or JPEG images", dir.display())));
+        return Err(EvalError::Empty(format!(
+            "{} holds no PNG or JPEG images",
+            dir.display()
+        )));
     }
     Ok(items)
 }
@@ -412,7 +499,8 @@ pub fn evaluate(
                             .code(img, path, &qualities[q], &scratch)
                             .map_err(|e| format!("{}: {e}", path.display()))
                             .and_then(|coded| {
-                                row(img, &coded, path, &qualities[q]).map_err(|e| format!("{}: {e}", path.display()))
+                                row(img, &coded, path, &qualities[q])
+                                    .map_err(|e| format!("{}: {e}", path.display()))
                             }),
                     };
                     match result {
@@ -441,12 +529,21 @@ pub fn evaluate(
         results: Default::default(),
         per_item: Vec::new(),
     };
-    let mean = |v: Vec<f64>| if v.is_empty() { f64::NAN } else { v.iter().sum::<f64>() / v.len() as f64 };
+    let mean = |v: Vec<f64>| {
+        if v.is_empty() {
+            f64::NAN
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        }
+    };
     let mut series: [Vec<f64>; 5] = Default::default();
     for q in 0..qualities.len() {
         let point: Vec<&ItemRow> = rows.iter().filter(|r| r.0 == q).map(|r| &r.1).collect();
         if point.is_empty() {
-            return Err(EvalError::Empty(format!("every item failed at quality {}", qualities[q])));
+            return Err(EvalError::Empty(format!(
+                "every item failed at quality {}",
+                qualities[q]
+            )));
         }
         series[0].push(mean(point.iter().map(|r| r.bpp).collect()));
         series[1].push(mean(point.iter().map(|r| r.psnr_rgb).collect()));
@@ -454,13 +551,23 @@ pub fn evaluate(
         series[3].push(mean(point.iter().map(|r| r.encoding_time).collect()));
         series[4].push(mean(point.iter().map(|r| r.decoding_time).collect()));
     }
-    for (key, s) in ["bpp", "psnr-rgb", "ms-ssim-rgb", "encoding_time", "decoding_time"]
-        .iter()
-        .zip(&series)
+    for (key, s) in [
+        "bpp",
+        "psnr-rgb",
+        "ms-ssim-rgb",
+        "encoding_time",
+        "decoding_time",
+    ]
+    .iter()
+    .zip(&series)
     {
         curve.set_series(key, s);
     }
-    if let Ok(q) = qualities.iter().map(|q| q.parse::<f64>()).collect::<Result<Vec<_>, _>>() {
+    if let Ok(q) = qualities
+        .iter()
+        .map(|q| q.parse::<f64>())
+        .collect::<Result<Vec<_>, _>>()
+    {
         curve.set_series("quality", &q);
     }
     curve.per_item = rows.into_iter().map(|r| r.1).collect();
@@ -471,18 +578,33 @@ fn row(img: &RgbImage, coded: &Coded, path: &Path, quality: &str) -> Result<Item
     if coded.decoded.dimensions() != img.dimensions() {
         return Err(EvalError::Image {
             path: path.display().to_string(),
-            message: format!("decoded size {:?} differs from {:?}", coded.decoded.dimensions(), img.dimensions()),
+            message: format!(
+                "decoded size {:?} differs from {:?}",
+                coded.decoded.dimensions(),
+                img.dimensions()
+            ),
         });
     }
     let (w, h) = img.dimensions();
-    let psnr = psnr_u8(img.as_raw(), coded.decoded.as_raw()).map_err(|e| EvalError::Empty(e.to_string()))?;
+    let psnr = psnr_u8(img.as_raw(), coded.decoded.as_raw())
+        .map_err(|e| EvalError::Empty(e.to_string()))?;
     Ok(ItemRow {
-        item: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        item: path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         quality: quality.to_string(),
         bytes: coded.bytes,
         bpp: coded.bytes as f64 * 8.0 / (f64::from(w) * f64::from(h)),
         psnr_rgb: psnr,
-        ms_ssim_rgb: ms_ssim_u8(img.as_raw(), coded.decoded.as_raw(), w as usize, h as usize, 3).ok(),
+        ms_ssim_rgb: ms_ssim_u8(
+            img.as_raw(),
+            coded.decoded.as_raw(),
+            w as usize,
+            h as usize,
+            3,
+        )
+        .ok(),
         encoding_time: coded.encoding_time,
         decoding_time: coded.decoding_time,
     })

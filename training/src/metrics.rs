@@ -83,7 +83,11 @@ impl Plane {
                 out[y * w2 + x] = (0..WIN).map(|k| g[k] * tmp[(y + k) * w2 + x]).sum();
             }
         }
-        Plane { w: w2, h: h2, v: out }
+        Plane {
+            w: w2,
+            h: h2,
+            v: out,
+        }
     }
 
     fn map2(&self, o: &Plane, f: impl Fn(f64, f64) -> f64) -> Plane {
@@ -109,7 +113,10 @@ impl Plane {
         let mut v = Vec::with_capacity(w2 * h2);
         for y in 0..h2 {
             for x in 0..w2 {
-                let (x0, y0) = ((2 * x) as isize - pw as isize, (2 * y) as isize - ph as isize);
+                let (x0, y0) = (
+                    (2 * x) as isize - pw as isize,
+                    (2 * y) as isize - ph as isize,
+                );
                 v.push((at(x0, y0) + at(x0 + 1, y0) + at(x0, y0 + 1) + at(x0 + 1, y0 + 1)) / 4.0);
             }
         }
@@ -145,7 +152,13 @@ fn ssim_cs(x: &Plane, y: &Plane, g: &[f64; WIN]) -> (f64, f64) {
 ///
 /// # Errors
 /// [`MetricError::Shape`] for mismatched buffers, [`MetricError::TooSmall`] below 161 pixels per side.
-pub fn ms_ssim_u8(a: &[u8], b: &[u8], width: usize, height: usize, channels: usize) -> Result<f64, MetricError> {
+pub fn ms_ssim_u8(
+    a: &[u8],
+    b: &[u8],
+    width: usize,
+    height: usize,
+    channels: usize,
+) -> Result<f64, MetricError> {
     let n = width * height * channels;
     if a.len() != n || b.len() != n || n == 0 {
         return Err(MetricError::Shape(vec![a.len(), b.len()], vec![n]));
@@ -162,7 +175,9 @@ pub fn ms_ssim_u8(a: &[u8], b: &[u8], width: usize, height: usize, channels: usi
     let plane = |buf: &[u8], c: usize| Plane {
         w: width,
         h: height,
-        v: (0..width * height).map(|i| f64::from(buf[i * channels + c]) / 255.0).collect(),
+        v: (0..width * height)
+            .map(|i| f64::from(buf[i * channels + c]) / 255.0)
+            .collect(),
     };
     let mut total = 0.0;
     for c in 0..channels {
@@ -237,7 +252,12 @@ pub fn psnr_y_rgb8(a: &[u8], b: &[u8]) -> Result<f64, MetricError> {
         return Err(MetricError::Shape(vec![a.len()], vec![b.len()]));
     }
     let y = |p: &[u8]| 0.299 * f64::from(p[0]) + 0.587 * f64::from(p[1]) + 0.114 * f64::from(p[2]);
-    let mse: f64 = a.chunks(3).zip(b.chunks(3)).map(|(p, q)| (y(p) - y(q)).powi(2)).sum::<f64>() / (a.len() / 3) as f64;
+    let mse: f64 = a
+        .chunks(3)
+        .zip(b.chunks(3))
+        .map(|(p, q)| (y(p) - y(q)).powi(2))
+        .sum::<f64>()
+        / (a.len() / 3) as f64;
     Ok(10.0 * (255.0f64 * 255.0 / mse).log10())
 }
 
@@ -249,8 +269,16 @@ pub fn video_psnr(a: &[Vec<u8>], b: &[Vec<u8>]) -> Result<VideoPsnr, MetricError
     if a.len() != b.len() || a.is_empty() {
         return Err(MetricError::Shape(vec![a.len()], vec![b.len()]));
     }
-    let rgb = a.iter().zip(b).map(|(x, y)| psnr_u8(x, y)).collect::<Result<Vec<_>, _>>()?;
-    let y = a.iter().zip(b).map(|(x, y)| psnr_y_rgb8(x, y)).collect::<Result<Vec<_>, _>>()?;
+    let rgb = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| psnr_u8(x, y))
+        .collect::<Result<Vec<_>, _>>()?;
+    let y = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| psnr_y_rgb8(x, y))
+        .collect::<Result<Vec<_>, _>>()?;
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     Ok(VideoPsnr {
         mean_rgb: mean(&rgb),
@@ -290,7 +318,11 @@ mod tests {
         let (w, h) = (200, 170);
         let img: Vec<u8> = (0..w * h * 3).map(|i| ((i * 7919) % 251) as u8).collect();
         assert!((ms_ssim_u8(&img, &img, w, h, 3).unwrap() - 1.0).abs() < 1e-12);
-        let noisy: Vec<u8> = img.iter().enumerate().map(|(i, &v)| v.saturating_add((i % 13) as u8 * 9)).collect();
+        let noisy: Vec<u8> = img
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| v.saturating_add((i % 13) as u8 * 9))
+            .collect();
         let v = ms_ssim_u8(&img, &noisy, w, h, 3).unwrap();
         assert!(v < 0.999 && v > 0.5, "{v}");
         assert!(ms_ssim_u8(&img[..150 * 150 * 3], &img[..150 * 150 * 3], 150, 150, 3).is_err());

@@ -55,7 +55,12 @@ type Series = (String, Vec<(f64, f64)>);
 
 fn bounds(series: &[Series], log: bool) -> ((f64, f64), (f64, f64)) {
     let pts = series.iter().flat_map(|s| s.1.iter());
-    let (mut x0, mut x1, mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
+    let (mut x0, mut x1, mut y0, mut y1) = (
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+    );
     for &(x, y) in pts {
         x0 = x0.min(x);
         x1 = x1.max(x);
@@ -87,11 +92,19 @@ fn panel<DB: DrawingBackend>(
         .map_err(|e| e.to_string())?;
     let fmt_x = |v: &f64| {
         let r = if log { 10f64.powf(*v) } else { *v };
-        if r < 0.1 { format!("{r:.3}") } else { format!("{r:.2}") }
+        if r < 0.1 {
+            format!("{r:.3}")
+        } else {
+            format!("{r:.2}")
+        }
     };
     chart
         .configure_mesh()
-        .x_desc(if log { "bits per pixel (log scale)" } else { "bits per pixel" })
+        .x_desc(if log {
+            "bits per pixel (log scale)"
+        } else {
+            "bits per pixel"
+        })
         .y_desc(y_desc)
         .x_label_formatter(&fmt_x)
         .y_label_formatter(&|v| format!("{v:.1}"))
@@ -107,7 +120,9 @@ fn panel<DB: DrawingBackend>(
             .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
             .map_err(|e| e.to_string())?
             .label(name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], color.stroke_width(3)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 22, y)], color.stroke_width(3))
+            });
         chart
             .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
             .map_err(|e| e.to_string())?;
@@ -134,16 +149,28 @@ pub fn plot_rd(curves: &[RdCurve], path: &Path, opts: &PlotOptions) -> Result<()
     };
     // The font is compiled in: plots need no system font libraries.
     let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
-    let x = |r: f64| if opts.log_rate { r.max(1e-6).log10() } else { r };
+    let x = |r: f64| {
+        if opts.log_rate {
+            r.max(1e-6).log10()
+        } else {
+            r
+        }
+    };
     let mut psnr: Vec<Series> = Vec::new();
     let mut msssim: Vec<Series> = Vec::new();
     for c in curves {
-        let Ok((rate, q)) = c.rate_psnr() else { continue };
+        let Ok((rate, q)) = c.rate_psnr() else {
+            continue;
+        };
         let mut pts: Vec<(f64, f64)> = rate.iter().zip(&q).map(|(&r, &q)| (x(r), q)).collect();
         pts.sort_by(|a, b| a.0.total_cmp(&b.0));
         psnr.push((c.name.clone(), pts));
         if let Some(m) = c.series("ms-ssim-rgb").filter(|m| m.len() == rate.len()) {
-            let mut pts: Vec<(f64, f64)> = rate.iter().zip(&m).map(|(&r, &m)| (x(r), ms_ssim_db(m))).collect();
+            let mut pts: Vec<(f64, f64)> = rate
+                .iter()
+                .zip(&m)
+                .map(|(&r, &m)| (x(r), ms_ssim_db(m)))
+                .collect();
             pts.sort_by(|a, b| a.0.total_cmp(&b.0));
             msssim.push((c.name.clone(), pts));
         }
@@ -160,10 +187,21 @@ pub fn plot_rd(curves: &[RdCurve], path: &Path, opts: &PlotOptions) -> Result<()
     panel(&left, &psnr, "PSNR", "PSNR-RGB [dB]", opts.log_rate).map_err(err)?;
     if msssim.is_empty() {
         right
-            .draw_text("no MS-SSIM series", &("sans-serif", 20).into_text_style(&right), (40, 40))
+            .draw_text(
+                "no MS-SSIM series",
+                &("sans-serif", 20).into_text_style(&right),
+                (40, 40),
+            )
             .map_err(|e| err(e.to_string()))?;
     } else {
-        panel(&right, &msssim, "MS-SSIM", "MS-SSIM-RGB [dB]", opts.log_rate).map_err(err)?;
+        panel(
+            &right,
+            &msssim,
+            "MS-SSIM",
+            "MS-SSIM-RGB [dB]",
+            opts.log_rate,
+        )
+        .map_err(err)?;
     }
     root.present().map_err(|e| err(e.to_string()))
 }

@@ -77,18 +77,27 @@ impl RdCurve {
     /// [`RdError`] naming the file.
     pub fn read(path: &Path) -> Result<Self, RdError> {
         let p = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|source| RdError::Io { path: p.clone(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| RdError::Io {
+            path: p.clone(),
+            source,
+        })?;
         serde_json::from_slice(&bytes).map_err(|source| RdError::Json { path: p, source })
     }
 
     /// A numeric series, `None` if absent or not a list of numbers.
     pub fn series(&self, key: &str) -> Option<Vec<f64>> {
-        self.results.get(key)?.as_array()?.iter().map(serde_json::Value::as_f64).collect()
+        self.results
+            .get(key)?
+            .as_array()?
+            .iter()
+            .map(serde_json::Value::as_f64)
+            .collect()
     }
 
     /// Sets a numeric series.
     pub fn set_series(&mut self, key: &str, values: &[f64]) {
-        self.results.insert(key.to_string(), serde_json::json!(values));
+        self.results
+            .insert(key.to_string(), serde_json::json!(values));
     }
 
     /// (rate in bpp, PSNR-RGB) pairs, the pair BD-rate and plots use.
@@ -102,9 +111,14 @@ impl RdCurve {
         let q = self
             .series("psnr-rgb")
             .or_else(|| self.series("psnr"))
-            .ok_or_else(|| RdError::Series(format!("{}: no numeric 'psnr-rgb' series", self.name)))?;
+            .ok_or_else(|| {
+                RdError::Series(format!("{}: no numeric 'psnr-rgb' series", self.name))
+            })?;
         if rate.len() != q.len() {
-            return Err(RdError::Series(format!("{}: bpp and psnr-rgb differ in length", self.name)));
+            return Err(RdError::Series(format!(
+                "{}: bpp and psnr-rgb differ in length",
+                self.name
+            )));
         }
         Ok((rate, q))
     }

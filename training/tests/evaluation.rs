@@ -23,10 +23,34 @@ fn kodak(name: &str) -> PathBuf {
 /// anchors' Python script (libjpeg-turbo 2.1.5 `cjpeg -quality Q -sample 2x2 -optimize`):
 /// (image, quality, bytes, PSNR-RGB, MS-SSIM-RGB).
 const JPEG_REFERENCE: &[(&str, u32, u64, f64, f64)] = &[
-    ("kodim01.png", 10, 17958, 24.77346899958308, 0.9177582187472085),
-    ("kodim23.png", 10, 8343, 28.865438783174866, 0.8831554408222865),
-    ("kodim01.png", 50, 59894, 29.86791294787986, 0.9823276718829023),
-    ("kodim23.png", 90, 75923, 39.64109337306077, 0.9927752168022715),
+    (
+        "kodim01.png",
+        10,
+        17958,
+        24.77346899958308,
+        0.9177582187472085,
+    ),
+    (
+        "kodim23.png",
+        10,
+        8343,
+        28.865438783174866,
+        0.8831554408222865,
+    ),
+    (
+        "kodim01.png",
+        50,
+        59894,
+        29.86791294787986,
+        0.9823276718829023,
+    ),
+    (
+        "kodim23.png",
+        90,
+        75923,
+        39.64109337306077,
+        0.9927752168022715,
+    ),
 ];
 
 #[test]
@@ -38,40 +62,77 @@ fn psnr_and_ms_ssim_match_the_reference_implementation() {
     let scratch = tempfile::tempdir().unwrap();
     for &(name, q, bytes, psnr, msssim) in JPEG_REFERENCE {
         let img = image::open(kodak(name)).unwrap().to_rgb8();
-        let coded = Classical::Jpeg.code(&img, &kodak(name), &q.to_string(), scratch.path()).unwrap();
+        let coded = Classical::Jpeg
+            .code(&img, &kodak(name), &q.to_string(), scratch.path())
+            .unwrap();
         // Same encoder, same bytes: the reconstruction is the one the reference measured.
-        assert_eq!(coded.bytes, bytes, "{name} q{q}: cjpeg output differs from the reference run");
+        assert_eq!(
+            coded.bytes, bytes,
+            "{name} q{q}: cjpeg output differs from the reference run"
+        );
         let (w, h) = img.dimensions();
         let p = psnr_u8(img.as_raw(), coded.decoded.as_raw()).unwrap();
-        let m = ms_ssim_u8(img.as_raw(), coded.decoded.as_raw(), w as usize, h as usize, 3).unwrap();
+        let m = ms_ssim_u8(
+            img.as_raw(),
+            coded.decoded.as_raw(),
+            w as usize,
+            h as usize,
+            3,
+        )
+        .unwrap();
         assert!((p - psnr).abs() < 1e-6, "{name} q{q}: PSNR {p} vs {psnr}");
-        assert!((m - msssim).abs() < 1e-4, "{name} q{q}: MS-SSIM {m} vs {msssim}");
+        assert!(
+            (m - msssim).abs() < 1e-4,
+            "{name} q{q}: MS-SSIM {m} vs {msssim}"
+        );
     }
 }
 
 fn curve(path: &str) -> (Vec<f64>, Vec<f64>) {
-    RdCurve::read(&shared().join("reference").join(path)).unwrap().rate_psnr().unwrap()
+    RdCurve::read(&shared().join("reference").join(path))
+        .unwrap()
+        .rate_psnr()
+        .unwrap()
 }
 
+/// Published pairs, with the Bjøntegaard figures of `shared/notes/efficient-lic.md` (cubic fit of
+/// log-rate vs PSNR, computed there from CompressAI's JSON): our polynomial variant must agree within
+/// 0.2 percentage points, and gives (measured here) +30.14 %, +21.03 %, +3.79 % and +7.34 %.
 #[test]
 fn bd_rate_of_published_pairs() {
-    let vtm = curve("compressai/image/kodak/vtm.json");
-    let hp = curve("compressai/image/kodak/compressai-bmshj2018-hyperprior_mse_cuda.json");
-    let mean = curve("compressai/image/kodak/compressai-mbt2018-mean_mse_cuda.json");
-    let poly = bd((&vtm.0, &vtm.1), (&hp.0, &hp.1), Interp::Polynomial).unwrap();
-    let pchip = bd((&vtm.0, &vtm.1), (&hp.0, &hp.1), Interp::Pchip).unwrap();
-    // CompressAI's bmshj2018-hyperprior is about +30 % against VTM (shared/notes/efficient-lic.md: +30.1 %).
-    assert!((poly.rate_percent - 30.1).abs() < 0.5, "polynomial {poly:?}");
-    assert!((pchip.rate_percent - poly.rate_percent).abs() < 2.0, "pchip {pchip:?}");
-    assert!(poly.psnr_db < 0.0);
-    // mbt2018-mean vs bmshj2018-hyperprior: -7.3 % in the same notes (sign flips with the roles).
-    let m = bd((&mean.0, &mean.1), (&hp.0, &hp.1), Interp::Polynomial).unwrap();
+    let dir = "compressai/image/kodak/";
+    let vtm = curve(&format!("{dir}vtm.json"));
+    for (file, published) in [
+        ("compressai-bmshj2018-hyperprior_mse_cuda.json", 30.1),
+        ("compressai-mbt2018-mean_mse_cuda.json", 21.0),
+        ("compressai-cheng2020-anchor_mse_cuda.json", 3.8),
+    ] {
+        let c = curve(&format!("{dir}{file}"));
+        let poly = bd((&vtm.0, &vtm.1), (&c.0, &c.1), Interp::Polynomial).unwrap();
+        let pchip = bd((&vtm.0, &vtm.1), (&c.0, &c.1), Interp::Pchip).unwrap();
+        eprintln!(
+            "{file} vs VTM: poly {:+.2} %, pchip {:+.2} %",
+            poly.rate_percent, pchip.rate_percent
+        );
+        assert!(
+            (poly.rate_percent - published).abs() < 0.2,
+            "{file}: {poly:?}"
+        );
+        assert!(
+            (pchip.rate_percent - poly.rate_percent).abs() < 1.0,
+            "{file}: pchip {pchip:?}"
+        );
+        assert!(poly.psnr_db < 0.0 && pchip.psnr_db < 0.0);
+    }
+    // The same curves with the roles swapped: the scale-only hyperprior costs +7.3 % over mbt2018-mean.
+    let hp = curve(&format!(
+        "{dir}compressai-bmshj2018-hyperprior_mse_cuda.json"
+    ));
+    let mean = curve(&format!("{dir}compressai-mbt2018-mean_mse_cuda.json"));
+    let b = bd((&mean.0, &mean.1), (&hp.0, &hp.1), Interp::Polynomial).unwrap();
+    assert!((b.rate_percent - 7.3).abs() < 0.2, "{b:?}");
     let back = bd((&hp.0, &hp.1), (&mean.0, &mean.1), Interp::Polynomial).unwrap();
-    assert!(m.rate_percent > 0.0 && back.rate_percent < 0.0, "{m:?} {back:?}");
-    eprintln!(
-        "hyperprior vs VTM: poly {:+.2} %, pchip {:+.2} %; mean vs hyperprior {:+.2} %",
-        poly.rate_percent, pchip.rate_percent, back.rate_percent
-    );
+    assert!(back.rate_percent < 0.0 && back.psnr_db > 0.0);
 }
 
 #[test]
@@ -80,7 +141,10 @@ fn results_json_round_trips_and_reads_compressai_files() {
     let text = serde_json::to_string(&c).unwrap();
     let back: RdCurve = serde_json::from_str(&text).unwrap();
     assert_eq!(back, c);
-    assert_eq!(c.series("bpp").unwrap().len(), c.series("psnr-rgb").unwrap().len());
+    assert_eq!(
+        c.series("bpp").unwrap().len(),
+        c.series("psnr-rgb").unwrap().len()
+    );
     assert!(RdCurve::read(Path::new("/nonexistent.json")).is_err());
 }
 
@@ -108,7 +172,11 @@ fn eval_with_the_jpeg_runner_on_two_images() {
         }
     }
     let c = evaluate(&Classical::Jpeg, &items, &qualities, 2, &Collect(&failures)).unwrap();
-    assert_eq!(failures.lock().unwrap().len(), 2, "the broken file is skipped at each point");
+    assert_eq!(
+        failures.lock().unwrap().len(),
+        2,
+        "the broken file is skipped at each point"
+    );
     let bpp = c.series("bpp").unwrap();
     let psnr = c.series("psnr-rgb").unwrap();
     // Means over the two good images, equal to the reference rows.
@@ -125,8 +193,10 @@ fn plot_writes_a_png_with_both_panels() {
     let out = dir.path().join("rd.png");
     let curves = vec![
         RdCurve::read(&shared().join("reference/classical/kodak-classical-jpeg.json")).unwrap(),
-        RdCurve::read(&shared().join("reference/compressai/image/kodak/compressai-bmshj2018-hyperprior_mse_cuda.json"))
-            .unwrap(),
+        RdCurve::read(&shared().join(
+            "reference/compressai/image/kodak/compressai-bmshj2018-hyperprior_mse_cuda.json",
+        ))
+        .unwrap(),
     ];
     plot_rd(&curves, &out, &PlotOptions::default()).unwrap();
     let img = image::open(&out).unwrap().to_rgb8();
@@ -136,7 +206,8 @@ fn plot_writes_a_png_with_both_panels() {
     for (x0, x1) in [(0, w / 2), (w / 2, w)] {
         for color in [[31, 119, 180], [255, 127, 14]] {
             assert!(
-                img.enumerate_pixels().any(|(x, _, p)| x >= x0 && x < x1 && p.0 == color),
+                img.enumerate_pixels()
+                    .any(|(x, _, p)| x >= x0 && x < x1 && p.0 == color),
                 "colour {color:?} missing in [{x0}, {x1})"
             );
         }
