@@ -234,7 +234,7 @@ fn mutated_files_never_crash_the_cli() {
     let mut rng = SplitMix64(2026);
     let (mut ok, mut refused) = (0, 0);
     for i in 0..count {
-        let m = mutate(&goldens[i % goldens.len()], &mut rng);
+        let m = ncodec_bitstream::fuzzing::mutate(&goldens[i % goldens.len()], &mut rng);
         let path = dir.path().join("m.ncd");
         std::fs::write(&path, &m).unwrap();
         for out in [
@@ -256,32 +256,6 @@ fn mutated_files_never_crash_the_cli() {
     eprintln!(
         "{count} mutations × (info, decode): {ok} succeeded, {refused} refused with exit 1, 0 crashes"
     );
-}
-
-fn mutate(bytes: &[u8], rng: &mut SplitMix64) -> Vec<u8> {
-    let mut b = bytes.to_vec();
-    match rng.below(4) {
-        0 => {
-            for _ in 0..1 + rng.below(4) {
-                let i = rng.below(b.len() as u64) as usize;
-                b[i] ^= 1 << rng.below(8);
-            }
-        }
-        1 => b.truncate(rng.below(b.len() as u64) as usize),
-        2 => {
-            let i = rng.below(40.min(b.len() as u64)) as usize;
-            for x in b.iter_mut().skip(i).take(1 + rng.below(4) as usize) {
-                *x = rng.next_u64() as u8;
-            }
-        }
-        _ => {
-            let start = rng.below(b.len() as u64) as usize;
-            for x in &mut b[start..] {
-                *x = rng.next_u64() as u8;
-            }
-        }
-    }
-    b
 }
 
 fn shared(rel: &str) -> PathBuf {

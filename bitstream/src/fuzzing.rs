@@ -91,3 +91,34 @@ pub fn decode_categorical(data: &[u8]) {
         let _ = model.decode(stream, (seed >> 16) as usize % 1000, None);
     }
 }
+
+/// One random damage of a file, as the mutation sweeps apply it: 1-4 bit flips, a truncation, 1-4
+/// overwritten bytes in the header region (first 40 bytes), or random bytes from some offset to the end.
+pub fn mutate(bytes: &[u8], rng: &mut conformance::SplitMix64) -> Vec<u8> {
+    let mut b = bytes.to_vec();
+    if b.is_empty() {
+        return b;
+    }
+    match rng.below(4) {
+        0 => {
+            for _ in 0..1 + rng.below(4) {
+                let i = rng.below(b.len() as u64) as usize;
+                b[i] ^= 1 << rng.below(8);
+            }
+        }
+        1 => b.truncate(rng.below(b.len() as u64) as usize),
+        2 => {
+            let i = rng.below(40.min(b.len() as u64)) as usize;
+            for x in b.iter_mut().skip(i).take(1 + rng.below(4) as usize) {
+                *x = rng.next_u64() as u8;
+            }
+        }
+        _ => {
+            let start = rng.below(b.len() as u64) as usize;
+            for x in &mut b[start..] {
+                *x = rng.next_u64() as u8;
+            }
+        }
+    }
+    b
+}

@@ -264,34 +264,6 @@ fn fuzz_findings_replay_without_panic() {
     }
 }
 
-/// Applies one of four mutations (bit flips, truncation, overwritten header field, random bytes).
-pub fn mutate(bytes: &[u8], rng: &mut ncodec_bitstream::conformance::SplitMix64) -> Vec<u8> {
-    let mut b = bytes.to_vec();
-    match rng.below(4) {
-        0 => {
-            for _ in 0..1 + rng.below(4) {
-                let i = rng.below(b.len() as u64) as usize;
-                b[i] ^= 1 << rng.below(8);
-            }
-        }
-        1 => b.truncate(rng.below(b.len() as u64) as usize),
-        2 => {
-            // Overwrite a header field (preamble or the first chunks) with random bytes.
-            let i = rng.below(40.min(b.len() as u64)) as usize;
-            for j in i..(i + 1 + rng.below(4) as usize).min(b.len()) {
-                b[j] = rng.next_u64() as u8;
-            }
-        }
-        _ => {
-            let start = rng.below(b.len() as u64) as usize;
-            for x in &mut b[start..] {
-                *x = rng.next_u64() as u8;
-            }
-        }
-    }
-    b
-}
-
 #[test]
 fn ten_thousand_mutations_never_panic() {
     let goldens: Vec<Vec<u8>> = golden_set()
@@ -302,7 +274,7 @@ fn ten_thousand_mutations_never_panic() {
     let mut rng = ncodec_bitstream::conformance::SplitMix64(42);
     let mut decoded = 0;
     for i in 0..10_000 {
-        let m = mutate(&goldens[i % goldens.len()], &mut rng);
+        let m = ncodec_bitstream::fuzzing::mutate(&goldens[i % goldens.len()], &mut rng);
         if decode(&m).is_ok() {
             decoded += 1;
         }

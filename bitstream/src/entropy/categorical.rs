@@ -5,9 +5,8 @@
 //! which is the hook for context-adaptive models. Indices must lie in `0..K`: a VQ index outside the
 //! codebook is a caller bug, not something to escape.
 
-use crate::container::Reader;
 use crate::entropy::ans::{AnsReader, AnsWriter, cost_bits};
-use crate::entropy::table::CdfTable;
+use crate::entropy::table::{CdfTable, read_tables, write_tables};
 use crate::error::{BitstreamError, Result};
 
 /// One table over `0..K` per context (all contexts share `K`).
@@ -126,12 +125,7 @@ impl CategoricalModel {
 
     /// Serializes the tables: `count u32 | table*`.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        out.extend_from_slice(&(self.tables.len() as u32).to_le_bytes());
-        for t in &self.tables {
-            t.write(&mut out);
-        }
-        out
+        write_tables(&self.tables)
     }
 
     /// Reads tables written by [`CategoricalModel::to_bytes`].
@@ -139,23 +133,7 @@ impl CategoricalModel {
     /// # Errors
     /// [`BitstreamError::Corrupt`], [`BitstreamError::Truncated`] or [`BitstreamError::Limit`].
     pub fn from_bytes(bytes: &[u8], max_symbols: usize) -> Result<Self> {
-        let mut r = Reader::new(bytes, 0);
-        let count = r.u32("context count")? as usize;
-        if count == 0 || count > 65536 || count > bytes.len() / 17 {
-            return Err(BitstreamError::corrupt(
-                format!("categorical model with {count} contexts"),
-                0,
-            ));
-        }
-        let tables = (0..count)
-            .map(|_| CdfTable::read(&mut r, max_symbols))
-            .collect::<Result<Vec<_>>>()?;
-        if !r.rest().is_empty() {
-            return Err(BitstreamError::corrupt(
-                "bytes after the categorical tables",
-                0,
-            ));
-        }
+        let tables = read_tables(bytes, max_symbols, 65536, "categorical model")?;
         let size = tables[0].frequencies().len();
         if tables
             .iter()

@@ -1,8 +1,7 @@
 //! Factorized prior: one fixed table per channel (the entropy bottleneck of Ballé et al. 2018).
 
-use crate::container::Reader;
 use crate::entropy::ans::{AnsReader, AnsWriter, cost_bits};
-use crate::entropy::table::{CdfTable, masses_from_f64};
+use crate::entropy::table::{CdfTable, masses_from_f64, read_tables, write_tables};
 use crate::error::{BitstreamError, Result};
 
 /// One [`CdfTable`] (with escape) per channel. Symbols are laid out channel-major: channel `c` owns
@@ -113,18 +112,7 @@ impl FactorizedModel {
 
     /// Serializes the tables: `count u32 | table*` (see [`CdfTable::write`]).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(
-            4 + self
-                .tables
-                .iter()
-                .map(CdfTable::serialized_len)
-                .sum::<usize>(),
-        );
-        out.extend_from_slice(&(self.tables.len() as u32).to_le_bytes());
-        for t in &self.tables {
-            t.write(&mut out);
-        }
-        out
+        write_tables(&self.tables)
     }
 
     /// Reads tables written by [`FactorizedModel::to_bytes`], with at most `max_symbols` entries per
@@ -133,24 +121,7 @@ impl FactorizedModel {
     /// # Errors
     /// [`BitstreamError::Corrupt`], [`BitstreamError::Truncated`] or [`BitstreamError::Limit`].
     pub fn from_bytes(bytes: &[u8], max_symbols: usize) -> Result<Self> {
-        let mut r = Reader::new(bytes, 0);
-        let count = r.u32("channel count")? as usize;
-        // Each table takes at least 9 + 8 bytes: refuse counts the bytes cannot hold before allocating.
-        if count == 0 || count > bytes.len() / 17 {
-            return Err(BitstreamError::corrupt(
-                format!("factorized model with {count} channels"),
-                0,
-            ));
-        }
-        let tables = (0..count)
-            .map(|_| CdfTable::read(&mut r, max_symbols))
-            .collect::<Result<Vec<_>>>()?;
-        if !r.rest().is_empty() {
-            return Err(BitstreamError::corrupt(
-                "bytes after the factorized tables",
-                0,
-            ));
-        }
+        let tables = read_tables(bytes, max_symbols, usize::MAX, "factorized model")?;
         Self::new(tables).map_err(|e| BitstreamError::corrupt(e.to_string(), 0))
     }
 }

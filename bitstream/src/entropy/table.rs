@@ -241,6 +241,46 @@ impl CdfTable {
     }
 }
 
+/// Serializes a list of tables: `count u32 | table*` (see [`CdfTable::write`]).
+pub(crate) fn write_tables(tables: &[CdfTable]) -> Vec<u8> {
+    let mut out =
+        Vec::with_capacity(4 + tables.iter().map(CdfTable::serialized_len).sum::<usize>());
+    out.extend_from_slice(&(tables.len() as u32).to_le_bytes());
+    for t in tables {
+        t.write(&mut out);
+    }
+    out
+}
+
+/// Reads a list written by [`write_tables`]: 1..=`max_count` tables of at most `max_symbols`
+/// entries, filling `bytes` exactly. The count is checked against what the bytes can hold (each
+/// table takes at least 17 bytes) before anything is allocated.
+pub(crate) fn read_tables(
+    bytes: &[u8],
+    max_symbols: usize,
+    max_count: usize,
+    what: &str,
+) -> Result<Vec<CdfTable>> {
+    let mut r = Reader::new(bytes, 0);
+    let count = r.u32("table count")? as usize;
+    if count == 0 || count > max_count || count > bytes.len() / 17 {
+        return Err(BitstreamError::corrupt(
+            format!("{what} with {count} tables"),
+            0,
+        ));
+    }
+    let tables = (0..count)
+        .map(|_| CdfTable::read(&mut r, max_symbols))
+        .collect::<Result<Vec<_>>>()?;
+    if !r.rest().is_empty() {
+        return Err(BitstreamError::corrupt(
+            format!("bytes after the {what} tables"),
+            0,
+        ));
+    }
+    Ok(tables)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
