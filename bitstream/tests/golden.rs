@@ -101,11 +101,13 @@ fn assemble(preamble: &[u8], chunks: &[(u16, Vec<u8>)]) -> Vec<u8> {
     out
 }
 
+type Edit<'a> = &'a dyn Fn(&mut Vec<u8>, &mut Vec<(u16, Vec<u8>)>);
+
 fn bad_corpus() -> Vec<(&'static str, Vec<u8>)> {
     let gauss = std::fs::read(fixtures().join("golden/gaussian.ncd")).unwrap();
     let fact = std::fs::read(fixtures().join("golden/factorized.ncd")).unwrap();
     let (pre, ch) = chunks(&gauss);
-    let with = |f: &dyn Fn(&mut Vec<u8>, &mut Vec<(u16, Vec<u8>)>)| {
+    let with = |f: Edit<'_>| {
         let (mut p, mut c) = (pre.clone(), ch.clone());
         f(&mut p, &mut c);
         assemble(&p, &c)

@@ -108,11 +108,12 @@ fn polyfit3(x: &[f64], y: &[f64]) -> [f64; 4] {
             .max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))
             .unwrap_or(col);
         a.swap(col, piv);
-        for r in 0..4 {
-            if r != col && a[col][col] != 0.0 {
-                let f = a[r][col] / a[col][col];
-                for c in col..5 {
-                    a[r][c] -= f * a[col][c];
+        let pivot = a[col];
+        for (r, row) in a.iter_mut().enumerate() {
+            if r != col && pivot[col] != 0.0 {
+                let f = row[col] / pivot[col];
+                for (x, p) in row.iter_mut().zip(pivot).skip(col) {
+                    *x -= f * p;
                 }
             }
         }

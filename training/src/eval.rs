@@ -537,12 +537,11 @@ pub fn evaluate(
         }
     };
     let mut series: [Vec<f64>; 5] = Default::default();
-    for q in 0..qualities.len() {
+    for (q, quality) in qualities.iter().enumerate() {
         let point: Vec<&ItemRow> = rows.iter().filter(|r| r.0 == q).map(|r| &r.1).collect();
         if point.is_empty() {
             return Err(EvalError::Empty(format!(
-                "every item failed at quality {}",
-                qualities[q]
+                "every item failed at quality {quality}"
             )));
         }
         series[0].push(mean(point.iter().map(|r| r.bpp).collect()));

@@ -248,7 +248,7 @@ pub fn segmental_snr(x: &[f64], y: &[f64], frame_len: usize) -> Result<f64, Metr
 /// # Errors
 /// [`MetricError::Shape`] for mismatched buffers.
 pub fn psnr_y_rgb8(a: &[u8], b: &[u8]) -> Result<f64, MetricError> {
-    if a.len() != b.len() || a.is_empty() || a.len() % 3 != 0 {
+    if a.len() != b.len() || a.is_empty() || !a.len().is_multiple_of(3) {
         return Err(MetricError::Shape(vec![a.len()], vec![b.len()]));
     }
     let y = |p: &[u8]| 0.299 * f64::from(p[0]) + 0.587 * f64::from(p[1]) + 0.114 * f64::from(p[2]);

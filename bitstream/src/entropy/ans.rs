@@ -107,7 +107,7 @@ impl AnsReader {
     /// # Errors
     /// [`BitstreamError::Corrupt`] if the length is not a multiple of 4 or the last word is zero.
     pub fn new(bytes: &[u8]) -> Result<Self> {
-        if bytes.len() % 4 != 0 {
+        if !bytes.len().is_multiple_of(4) {
             return Err(BitstreamError::corrupt(
                 format!(
                     "ANS stream of {} bytes is not a whole number of 32-bit words",

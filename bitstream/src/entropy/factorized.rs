@@ -85,7 +85,7 @@ impl FactorizedModel {
     /// # Errors
     /// [`BitstreamError::Corrupt`] for a damaged stream.
     pub fn decode(&self, bytes: &[u8], plane: usize) -> Result<Vec<i32>> {
-        let n = plane.checked_mul(self.tables.len()).unwrap_or(usize::MAX);
+        let n = plane.saturating_mul(self.tables.len());
         self.check_len(n, plane)?;
         let mut r = AnsReader::new(bytes)?;
         let mut out = Vec::new();

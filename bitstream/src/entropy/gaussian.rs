@@ -41,7 +41,7 @@ pub fn gaussian_bin(i: i64, s: f64) -> f64 {
 /// # Errors
 /// [`BitstreamError::InvalidParameter`] unless `0 < min < max` and `2 <= levels <= 65536`.
 pub fn log_scale_table(min: f64, max: f64, levels: usize) -> Result<Vec<f64>> {
-    if !(min > 0.0 && max > min && max.is_finite()) || !(2..=65536).contains(&levels) {
+    if !(min > 0.0 && max > min && max.is_finite() && (2..=65536).contains(&levels)) {
         return Err(BitstreamError::InvalidParameter(format!(
             "scale table needs 0 < min < max and 2..=65536 levels (got {min}, {max}, {levels})"
         )));
