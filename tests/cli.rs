@@ -346,3 +346,32 @@ fn eval_writes_compressai_json_and_names_unavailable_codecs() {
     assert!((v["results"]["psnr-rgb"][1].as_f64().unwrap() - 39.64109337306077).abs() < 1e-6);
     assert_eq!(v["per_item"].as_array().unwrap().len(), 2);
 }
+
+/// Inputs that fuzzing once found harmful (`tests/fixtures/fuzz_findings/*.bin`) through the binary.
+#[test]
+fn fuzz_findings_exit_cleanly() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuzz_findings");
+    let out_dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "bin") {
+            continue;
+        }
+        for args in [
+            vec!["info", path.to_str().unwrap()],
+            vec![
+                "decode",
+                path.to_str().unwrap(),
+                "-o",
+                out_dir.path().join("o.json").to_str().unwrap(),
+            ],
+        ] {
+            let code = ncodec(&args).status.code();
+            assert!(
+                matches!(code, Some(0 | 1)),
+                "{}: exit {code:?}",
+                path.display()
+            );
+        }
+    }
+}
