@@ -181,18 +181,25 @@ impl GaussianMixture {
             lo = (i64::from(mu[heavy]) >> MEAN_FRAC_BITS) - MAX_WINDOW / 2;
             hi = lo + MAX_WINDOW - 1;
         }
+        // Mixture CDF at the lower boundary of each value and at the top of the window (W + 1
+        // boundaries, each component looked up once per boundary); masses are the differences.
         masses.clear();
-        let mut inside = 0u64;
+        let cdf_at = |b: i64| -> u64 {
+            (0..k)
+                .map(|j| {
+                    let t = STEP * b - STEP / 2 - i64::from(mu[j]);
+                    weight(j) * self.cdfs[usize::from(sc[j])].at(t)
+                })
+                .sum()
+        };
+        let first = cdf_at(lo);
+        let mut prev = first;
         for b in lo..=hi {
-            let mut m = 0u64;
-            for j in 0..k {
-                let cdf = &self.cdfs[usize::from(sc[j])];
-                let t = STEP * b - i64::from(mu[j]);
-                m += weight(j) * (cdf.at(t + STEP / 2) - cdf.at(t - STEP / 2));
-            }
-            inside += m;
-            masses.push(m);
+            let next = cdf_at(b + 1);
+            masses.push(next - prev);
+            prev = next;
         }
+        let inside = prev - first;
         let total: u64 = (0..k).map(|j| weight(j) * ONE).sum();
         masses.push(total - inside);
         CdfTable::from_masses(lo as i32, masses, true)

@@ -54,8 +54,12 @@ pub fn quantize_masses(masses: &[u64], total: u32) -> Result<Vec<u32>> {
     let left = (spare - assigned) as usize; // < n
     if left > 0 {
         let mut order: Vec<usize> = (0..n).collect();
-        // Largest remainder first, lower index first on ties: a total order, so the result is unique.
-        order.sort_unstable_by(|&a, &b| rems[b].cmp(&rems[a]).then(a.cmp(&b)));
+        // Largest remainder first, lower index first on ties: a total order, so the set of the first
+        // `left` entries is unique; a selection (O(n)) finds it without sorting everything.
+        let by_rank = |a: &usize, b: &usize| rems[*b].cmp(&rems[*a]).then(a.cmp(b));
+        if left < n {
+            order.select_nth_unstable_by(left, by_rank);
+        }
         for &i in &order[..left] {
             freqs[i] += 1;
         }
