@@ -293,6 +293,17 @@ fn plot_draws_a_png_and_prints_bd_rates() {
     );
     let out = ncodec(&["plot", jpeg.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "nothing to do is an error");
+    // A collection file contributes each of its curves.
+    let all = shared("reference/classical/kodak-classical.json");
+    let out = ncodec(&["plot", all.to_str().unwrap(), hp.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for name in ["WEBP", "AVIF", "bmshj2018-hyperprior"] {
+        assert!(
+            text(&out.stdout).contains(name),
+            "{name} missing in {}",
+            text(&out.stdout)
+        );
+    }
 }
 
 #[test]

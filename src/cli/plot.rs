@@ -11,7 +11,7 @@ use ncodec_training::rd::RdCurve;
 /// Arguments of `ncodec plot`.
 #[derive(Debug, Args)]
 pub struct PlotArgs {
-    /// Rate-distortion JSON files (CompressAI schema).
+    /// Rate-distortion JSON files (CompressAI schema; a `{"codecs": [...]}` collection adds each curve).
     pub curves: Vec<PathBuf>,
     /// Output PNG (bpp–PSNR and bpp–MS-SSIM panels).
     #[arg(short, long)]
@@ -32,15 +32,18 @@ pub struct PlotArgs {
 /// # Errors
 /// Unreadable files, curves without rate/PSNR, or a PNG that cannot be written.
 pub fn run(args: &PlotArgs) -> Result<()> {
-    let mut curves = args
-        .curves
-        .iter()
-        .map(|p| RdCurve::read(p).with_context(|| format!("reading {}", p.display())))
-        .collect::<Result<Vec<_>>>()?;
+    let mut curves = Vec::new();
+    let mut sources = Vec::new();
+    for p in &args.curves {
+        for c in RdCurve::read_all(p).with_context(|| format!("reading {}", p.display()))? {
+            curves.push(c);
+            sources.push(p.clone());
+        }
+    }
     // Two curves of the same name (e.g. two JPEG runs) are told apart by their file names.
     for i in 0..curves.len() {
         if curves.iter().filter(|c| c.name == curves[i].name).count() > 1 {
-            let stem = args.curves[i]
+            let stem = sources[i]
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();

@@ -84,6 +84,37 @@ impl RdCurve {
         serde_json::from_slice(&bytes).map_err(|source| RdError::Json { path: p, source })
     }
 
+    /// Reads every curve of a file: a single curve, or a collection `{"codecs": [curve, ...]}` (the
+    /// shape of `shared/reference/classical/kodak-classical.json`).
+    ///
+    /// # Errors
+    /// [`RdError`] naming the file.
+    pub fn read_all(path: &Path) -> Result<Vec<Self>, RdError> {
+        let p = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|source| RdError::Io {
+            path: p.clone(),
+            source,
+        })?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|source| RdError::Json {
+                path: p.clone(),
+                source,
+            })?;
+        let items = match value.get("codecs").and_then(serde_json::Value::as_array) {
+            Some(list) => list.clone(),
+            None => vec![value],
+        };
+        items
+            .into_iter()
+            .map(|v| {
+                serde_json::from_value(v).map_err(|source| RdError::Json {
+                    path: p.clone(),
+                    source,
+                })
+            })
+            .collect()
+    }
+
     /// A numeric series, `None` if absent or not a list of numbers.
     pub fn series(&self, key: &str) -> Option<Vec<f64>> {
         self.results
