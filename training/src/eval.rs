@@ -585,8 +585,15 @@ fn row(img: &RgbImage, coded: &Coded, path: &Path, quality: &str) -> Result<Item
         });
     }
     let (w, h) = img.dimensions();
+    // A lossless item has infinite PSNR, which JSON cannot hold (serde writes null): report the PSNR
+    // of the smallest nonzero error instead (one sample off by one), the upper bound of lossy results.
     let psnr = psnr_u8(img.as_raw(), coded.decoded.as_raw())
         .map_err(|e| EvalError::Empty(e.to_string()))?;
+    let psnr = if psnr.is_finite() {
+        psnr
+    } else {
+        10.0 * (255.0f64 * 255.0 * img.as_raw().len() as f64).log10()
+    };
     Ok(ItemRow {
         item: path
             .file_name()
