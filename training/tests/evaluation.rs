@@ -213,3 +213,53 @@ fn plot_writes_a_png_with_both_panels() {
         }
     }
 }
+
+/// A lossless stand-in codec: checks the averaging and the finite PSNR of lossless items without
+/// external tools.
+struct Identity;
+
+impl ImageRunner for Identity {
+    fn name(&self) -> String {
+        "identity".into()
+    }
+    fn description(&self) -> String {
+        "stores raw RGB".into()
+    }
+    fn default_qualities(&self) -> Vec<String> {
+        vec!["1".into()]
+    }
+    fn code(
+        &self,
+        image: &image::RgbImage,
+        _source: &Path,
+        _quality: &str,
+        _scratch: &Path,
+    ) -> Result<ncodec_training::eval::Coded, ncodec_training::eval::EvalError> {
+        Ok(ncodec_training::eval::Coded {
+            bytes: image.as_raw().len() as u64,
+            decoded: image.clone(),
+            encoding_time: 0.0,
+            decoding_time: 0.0,
+        })
+    }
+}
+
+#[test]
+fn lossless_items_have_finite_psnr_in_json() {
+    let dir = tempfile::tempdir().unwrap();
+    image::RgbImage::from_fn(200, 180, |x, y| {
+        image::Rgb([x as u8, y as u8, (x ^ y) as u8])
+    })
+    .save(dir.path().join("a.png"))
+    .unwrap();
+    let items = dataset_images(dir.path()).unwrap();
+    let c = evaluate(&Identity, &items, &["1".to_string()], 1, &()).unwrap();
+    assert_eq!(c.series("bpp").unwrap(), vec![24.0]);
+    let expected = 10.0 * (255.0f64 * 255.0 * 200.0 * 180.0 * 3.0).log10();
+    assert!((c.series("psnr-rgb").unwrap()[0] - expected).abs() < 1e-9);
+    assert_eq!(c.series("ms-ssim-rgb").unwrap(), vec![1.0]);
+    // Finite, so it survives JSON (serde_json parses floats to within an ulp, not always exactly).
+    let back: RdCurve = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+    assert!((back.per_item[0].psnr_rgb - expected).abs() < 1e-9);
+    assert!((back.series("psnr-rgb").unwrap()[0] - expected).abs() < 1e-9);
+}
