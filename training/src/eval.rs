@@ -476,41 +476,38 @@ pub fn evaluate(
     threads: usize,
     progress: &dyn Progress,
 ) -> Result<RdCurve, EvalError> {
-    let jobs: Vec<(usize, usize)> = (0..qualities.len())
-        .flat_map(|q| (0..items.len()).map(move |i| (q, i)))
-        .collect();
+    // Workers take whole items: each image is decoded once and held by one worker at a time, so
+    // memory stays bounded by the number of workers whatever the dataset's size.
     let rows: Mutex<Vec<(usize, ItemRow)>> = Mutex::new(Vec::new());
     let next = AtomicUsize::new(0);
     let scratch_root = tempfile::tempdir()?;
-    let images: Vec<Option<RgbImage>> = items.iter().map(|p| load_png(p).ok()).collect();
     std::thread::scope(|s| {
         for worker in 0..threads.max(1) {
-            let (rows, next, jobs, images) = (&rows, &next, &jobs, &images);
+            let (rows, next) = (&rows, &next);
             let scratch = scratch_root.path().join(format!("w{worker}"));
             s.spawn(move || {
                 let _ = std::fs::create_dir_all(&scratch);
                 loop {
-                    let j = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(&(q, i)) = jobs.get(j) else { break };
-                    let path = &items[i];
-                    let result = match &images[i] {
-                        None => Err(format!("{}: unreadable image", path.display())),
-                        Some(img) => runner
-                            .code(img, path, &qualities[q], &scratch)
-                            .map_err(|e| format!("{}: {e}", path.display()))
-                            .and_then(|coded| {
-                                row(img, &coded, path, &qualities[q])
-                                    .map_err(|e| format!("{}: {e}", path.display()))
-                            }),
-                    };
-                    match result {
-                        Ok(r) => {
-                            if let Ok(mut rows) = rows.lock() {
-                                rows.push((q, r));
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(path) = items.get(i) else { break };
+                    let image = load_png(path);
+                    for (q, quality) in qualities.iter().enumerate() {
+                        let result = match &image {
+                            Err(e) => Err(e.to_string()),
+                            Ok(img) => runner
+                                .code(img, path, quality, &scratch)
+                                .and_then(|coded| row(img, &coded, path, quality))
+                                .map_err(|e| format!("{}: {e}", path.display())),
+                        };
+                        match result {
+                            Ok(r) => {
+                                if let Ok(mut rows) = rows.lock() {
+                                    rows.push((q, r));
+                                }
+                                progress.tick(None);
                             }
-                            progress.tick(None);
+                            Err(e) => progress.tick(Some(e)),
                         }
-                        Err(e) => progress.tick(Some(e)),
                     }
                 }
             });
