@@ -15,6 +15,71 @@ use crate::limits::Limits;
 
 /// Most scales a conformance file may declare.
 const MAX_SCALES: usize = 1024;
+/// Most table entries (all scales together) a conformance file may make the decoder build, and the
+/// most window entries (summed over symbols) a mixture file may make it evaluate: both bound the
+/// decoder's work and memory independently of the file's size.
+pub const MAX_TABLE_ENTRIES: u64 = 1 << 22;
+/// See [`MAX_TABLE_ENTRIES`].
+pub const MAX_MIXTURE_WORK: u64 = 1 << 27;
+
+/// Entries of the Gaussian table of scale `s` (values ±ceil(6.11 s) and the escape).
+fn gaussian_entries(s: f64) -> u64 {
+    2 * (crate::entropy::gaussian::TAIL_BOUND * s).ceil().max(1.0) as u64 + 2
+}
+
+/// Entries of the mixture CDF samples of scale `s`.
+fn mixture_entries(s: f64) -> u64 {
+    2 * 16 * ((crate::entropy::gaussian::TAIL_BOUND * s).ceil().max(1.0) as u64 + 1) + 1
+}
+
+/// Refuses scale tables whose tables would exceed [`MAX_TABLE_ENTRIES`], before building any.
+fn budget(scales: &[f64], max_scale: f64, entries: fn(f64) -> u64) -> Result<()> {
+    let total = scales.iter().fold(0u64, |acc, &s| {
+        acc.saturating_add(if s > 0.0 && s <= max_scale {
+            entries(s)
+        } else {
+            u64::MAX
+        })
+    });
+    if total > MAX_TABLE_ENTRIES {
+        return Err(BitstreamError::Limit {
+            what: "conformance table entries (or a scale out of range)",
+            value: total,
+            max: MAX_TABLE_ENTRIES,
+        });
+    }
+    Ok(())
+}
+
+/// Refuses mixture files whose per-symbol windows would exceed [`MAX_MIXTURE_WORK`] lookups.
+fn mixture_work(scales: &[f64], k: usize, weights: &[u16], scale_indices: &[u16]) -> Result<()> {
+    let radius = |i: u16| {
+        scales.get(usize::from(i)).map_or(0, |&s| {
+            (crate::entropy::gaussian::TAIL_BOUND * s).ceil().max(1.0) as u64 + 1
+        })
+    };
+    let mut work = 0u64;
+    for (w, sc) in weights.chunks(k.max(1)).zip(scale_indices.chunks(k.max(1))) {
+        let all_zero = w.iter().all(|&x| x == 0);
+        let span: u64 = w
+            .iter()
+            .zip(sc)
+            .filter(|(x, _)| all_zero || **x > 0)
+            .map(|(_, &i)| 2 * radius(i) + 1)
+            .sum();
+        work = work
+            .saturating_add(span.min(crate::entropy::mixture::MAX_WINDOW as u64 + 1) * k as u64);
+    }
+    if work > MAX_MIXTURE_WORK {
+        return Err(BitstreamError::Limit {
+            what: "mixture decoding work (window entries × components)",
+            value: work,
+            max: MAX_MIXTURE_WORK,
+        });
+    }
+    Ok(())
+}
+
 /// Most symbols a conformance file may hold (a symbol can cost far less than a bit, so the count
 /// cannot be bounded by the stream's size; this caps the decoder's work and memory instead).
 pub const MAX_SYMBOLS: u64 = 1 << 24;
@@ -155,7 +220,7 @@ impl ConformanceModel {
             1 => {
                 let plane = r.u32("plane")?;
                 let model = FactorizedModel::from_bytes(r.rest(), 1 << 20)?;
-                if plane as usize * model.channels() != n {
+                if (plane as usize).checked_mul(model.channels()) != Some(n) {
                     return Err(BitstreamError::corrupt(
                         "factorized shape does not match the symbol count",
                         0,
@@ -165,12 +230,14 @@ impl ConformanceModel {
             }
             2 => {
                 let scales = scales(&mut r)?;
+                budget(&scales, 65536.0, gaussian_entries)?;
                 let indices = u16s(&mut r, n, "scale indices")?;
                 Self::Gaussian { scales, indices }
             }
             3 => {
                 let components = r.u8("components")?;
                 let scales = scales(&mut r)?;
+                budget(&scales, crate::entropy::mixture::MAX_SCALE, mixture_entries)?;
                 let k = usize::from(components);
                 let count = n
                     .checked_mul(k)
@@ -182,6 +249,7 @@ impl ConformanceModel {
                     .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                     .collect();
                 let scale_indices = u16s(&mut r, count, "mixture scale indices")?;
+                mixture_work(&scales, usize::from(components), &weights, &scale_indices)?;
                 Self::Mixture {
                     components,
                     scales,
@@ -297,7 +365,7 @@ impl ConformanceModel {
 pub fn encode(model: &ConformanceModel, symbols: &[i32]) -> Result<Container> {
     let width = u32::try_from(symbols.len())
         .ok()
-        .filter(|&w| w > 0)
+        .filter(|&w| w > 0 && u64::from(w) <= MAX_SYMBOLS)
         .ok_or_else(|| {
             BitstreamError::InvalidParameter("conformance files hold 1..2^32 symbols".into())
         })?;

@@ -435,6 +435,8 @@ impl Container {
                 "quality must be finite".into(),
             ));
         }
+        // Never write what `parse` would refuse (under the default limits).
+        self.media.validate(&Limits::default())?;
         let payload_total: usize = self
             .streams
             .iter()
@@ -595,6 +597,12 @@ impl Container {
                     });
                 }
                 tag::END => {
+                    if payload.len() != 4 {
+                        return Err(BitstreamError::corrupt(
+                            format!("END payload of {} bytes (must be 4)", payload.len()),
+                            payload_at,
+                        ));
+                    }
                     let mut er = Reader::new(payload, payload_at);
                     let stored = er.u32("file crc32")?;
                     let computed = crc32fast::hash(&bytes[..start]);
@@ -639,9 +647,13 @@ impl Container {
     /// # Errors
     /// I/O errors and everything [`Container::parse`] returns.
     pub fn read_file(path: &std::path::Path, limits: &Limits) -> Result<Self> {
-        let len = std::fs::metadata(path)?.len();
-        Limits::check("file bytes", len, limits.max_file_bytes)?;
-        let bytes = std::fs::read(path)?;
+        use std::io::Read;
+        let file = std::fs::File::open(path)?;
+        Limits::check("file bytes", file.metadata()?.len(), limits.max_file_bytes)?;
+        // Read at most one byte past the limit: a pipe or device reports no length up front.
+        let mut bytes = Vec::new();
+        file.take(limits.max_file_bytes.saturating_add(1))
+            .read_to_end(&mut bytes)?;
         Self::parse(&bytes, limits)
     }
 }

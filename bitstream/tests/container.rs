@@ -114,7 +114,7 @@ fn model_mismatch_is_refused() {
 
 #[test]
 fn absurd_dimensions_are_refused_before_allocating() {
-    let media = MediaInfo::Image {
+    let absurd = MediaInfo::Image {
         width: 1_000_000,
         height: 1_000,
         channels: 3,
@@ -123,10 +123,28 @@ fn absurd_dimensions_are_refused_before_allocating() {
     let c = Container::new(
         CodecId::HYPERPRIOR,
         ModelId::default(),
-        media,
+        absurd.clone(),
         CodecParams::default(),
     );
-    let bytes = c.to_bytes().unwrap();
+    // The writer refuses what the reader would refuse.
+    assert!(c.to_bytes().is_err());
+    // A file that claims it anyway (checksums valid) is refused by the reader.
+    let mut small = c.clone();
+    small.media = MediaInfo::Image {
+        width: 1000,
+        height: 1000,
+        channels: 3,
+        bit_depth: 8,
+    };
+    let mut bytes = small.to_bytes().unwrap();
+    bytes[PREAMBLE_LEN + 6..PREAMBLE_LEN + 10].copy_from_slice(&1_000_000u32.to_le_bytes());
+    let meta_end = PREAMBLE_LEN + 6 + 10;
+    let crc = crc32fast_hash(&bytes[PREAMBLE_LEN..meta_end]);
+    bytes[meta_end..meta_end + 4].copy_from_slice(&crc.to_le_bytes());
+    let end_at = bytes.len() - 14;
+    let file_crc = crc32fast_hash(&bytes[..end_at]);
+    bytes.truncate(end_at);
+    bytes.extend_from_slice(&chunk(tag::END, &file_crc.to_le_bytes()));
     assert!(matches!(
         Container::parse(&bytes, &Limits::default()),
         Err(BitstreamError::Limit { what: "pixels", .. })

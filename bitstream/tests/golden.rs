@@ -147,6 +147,14 @@ fn bad_corpus() -> Vec<(&'static str, Vec<u8>)> {
         }),
     ));
     v.push((
+        "huge-scales-table-budget",
+        with(&|_, c| {
+            for i in 0..64 {
+                c[2].1[4 + 8 * i..12 + 8 * i].copy_from_slice(&65536.0f64.to_le_bytes());
+            }
+        }),
+    ));
+    v.push((
         "conformance-too-many-symbols",
         with(&|_, c| c[0].1[0..4].copy_from_slice(&(1u32 << 25).to_le_bytes())),
     ));
