@@ -159,7 +159,7 @@ pub enum Classical {
     Webp,
     /// libavif `avifenc --min Q --max Q -s 6 -y 420` (Q = quantizer 0..63, lower is better).
     Avif,
-    /// libjxl `cjxl -q Q -e 7`.
+    /// libjxl `cjxl -d Q -e 7` (Q = butteraugli distance, lower is better).
     Jxl,
 }
 
@@ -302,19 +302,19 @@ impl ImageRunner for Classical {
             Self::Avif => {
                 "avifenc --min Q --max Q -s 6 -y 420 (libavif; Q = quantizer, lower is better)"
             }
-            Self::Jxl => "cjxl -q Q -e 7 (libjxl)",
+            Self::Jxl => "cjxl -d Q -e 7 (libjxl; Q = butteraugli distance, lower is better)",
         }
         .into()
     }
 
     fn default_qualities(&self) -> Vec<String> {
-        let q: &[u32] = match self {
-            Self::Jpeg => &[5, 10, 20, 35, 50, 70, 85, 95],
-            Self::Webp => &[5, 15, 30, 50, 70, 85, 95],
-            Self::Avif => &[60, 52, 44, 36, 28, 20, 12],
-            Self::Jxl => &[15, 30, 50, 70, 85, 92, 97],
+        let q: &[&str] = match self {
+            Self::Jpeg => &["5", "10", "20", "35", "50", "70", "85", "95"],
+            Self::Webp => &["5", "15", "30", "50", "70", "85", "95"],
+            Self::Avif => &["60", "52", "44", "36", "28", "20", "12"],
+            Self::Jxl => &["12", "6", "4", "2.5", "1.5", "1", "0.5"],
         };
-        q.iter().map(u32::to_string).collect()
+        q.iter().map(|s| (*s).to_string()).collect()
     }
 
     fn code(
@@ -324,11 +324,21 @@ impl ImageRunner for Classical {
         quality: &str,
         scratch: &Path,
     ) -> Result<Coded, EvalError> {
-        let q: u32 = quality.parse().map_err(|_| EvalError::Tool {
-            tool: self.name(),
-            message: format!("quality '{quality}' is not an integer"),
-        })?;
-        let q = q.to_string();
+        // Integer qualities (quantizers) for all but JPEG XL, whose knob is a decimal distance.
+        let valid = if *self == Self::Jxl {
+            quality
+                .parse::<f64>()
+                .is_ok_and(|d| d.is_finite() && d > 0.0)
+        } else {
+            quality.parse::<u32>().is_ok()
+        };
+        if !valid {
+            return Err(EvalError::Tool {
+                tool: self.name(),
+                message: format!("quality '{quality}' is not valid for {}", self.name()),
+            });
+        }
+        let q = quality.to_string();
         let os = |s: &str| std::ffi::OsString::from(s);
         let (input, coded, output) = match self {
             Self::Jpeg => ("in.ppm", "x.jpg", "out.ppm"),
@@ -398,7 +408,7 @@ impl ImageRunner for Classical {
                 &[
                     i,
                     c,
-                    &os("-q"),
+                    &os("-d"),
                     &os(&q),
                     &os("-e"),
                     &os("7"),

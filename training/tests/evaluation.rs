@@ -263,3 +263,35 @@ fn lossless_items_have_finite_psnr_in_json() {
     assert!((back.per_item[0].psnr_rgb - expected).abs() < 1e-9);
     assert!((back.series("psnr-rgb").unwrap()[0] - expected).abs() < 1e-9);
 }
+
+/// WebP, AVIF and JPEG XL runners reproduce the shared reference runs byte for byte (same Debian
+/// tools, same settings), so their curves are comparable with `shared/reference/classical/`.
+#[test]
+fn classical_runners_reproduce_the_reference_runs() {
+    let scratch = tempfile::tempdir().unwrap();
+    let img = image::open(kodak("kodim01.png")).unwrap().to_rgb8();
+    for (codec, q, bytes, psnr) in [
+        (Classical::Webp, "50", 52712, 31.49733191351247),
+        (Classical::Avif, "44", 23317, 28.179123508257128),
+        (Classical::Jxl, "4", 41943, 29.656007714922026),
+    ] {
+        if codec.check_tools().is_err() && std::env::var_os("CI").is_none() {
+            eprintln!("skipped {codec:?}: tools not installed");
+            continue;
+        }
+        let coded = codec
+            .code(&img, &kodak("kodim01.png"), q, scratch.path())
+            .unwrap();
+        assert_eq!(coded.bytes, bytes, "{codec:?} q{q}");
+        let p = psnr_u8(img.as_raw(), coded.decoded.as_raw()).unwrap();
+        assert!(
+            (p - psnr).abs() < 1e-6,
+            "{codec:?} q{q}: PSNR {p} vs {psnr}"
+        );
+    }
+    assert!(
+        Classical::Jxl
+            .code(&img, &kodak("kodim01.png"), "zero", scratch.path())
+            .is_err()
+    );
+}
