@@ -94,5 +94,22 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+fn container(c: &mut Criterion) {
+    let golden = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/golden/mixture.ncd");
+    let bytes = std::fs::read(golden).expect("golden file");
+    let mut g = c.benchmark_group("container");
+    g.throughput(Throughput::Bytes(bytes.len() as u64));
+    g.bench_function("parse", |b| {
+        b.iter(|| {
+            ncodec_bitstream::Container::parse(
+                black_box(&bytes),
+                &ncodec_bitstream::Limits::default(),
+            )
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, container);
 criterion_main!(benches);
