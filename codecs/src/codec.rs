@@ -12,6 +12,8 @@ use crate::error::{CodecError, Result};
 pub enum Media {
     /// An 8-bit RGB image.
     Image(image::RgbImage),
+    /// Audio (interleaved samples in [-1, 1)).
+    Audio(crate::media::audio::Audio),
     /// Raw entropy-coder symbols (conformance files).
     Symbols(Vec<i32>),
 }
@@ -21,6 +23,7 @@ impl Media {
     pub fn kind_name(&self) -> &'static str {
         match self {
             Self::Image(_) => "image",
+            Self::Audio(_) => "audio",
             Self::Symbols(_) => "symbols",
         }
     }

@@ -39,6 +39,7 @@ pub fn run(args: &DecodeArgs, backend: Backend) -> Result<()> {
             (png, "png")
         }
         Media::Symbols(s) => (serde_json::to_vec(s)?, "json"),
+        Media::Audio(a) => (ncodec_codecs::media::audio::wav_bytes(a)?, "wav"),
         other => anyhow::bail!(
             "writing {} output is not available in this build",
             other.kind_name()

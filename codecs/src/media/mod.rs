@@ -1,0 +1,3 @@
+//! Media I/O shared by the codecs.
+
+pub mod audio;
