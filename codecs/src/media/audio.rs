@@ -117,7 +117,7 @@ pub fn read_wav(reader: impl Read, limits: &Limits) -> Result<Audio> {
             }
         }
     }
-    if samples.len() != n || n % usize::from(spec.channels) != 0 {
+    if samples.len() != n || !n.is_multiple_of(usize::from(spec.channels)) {
         return Err(CodecError::Unsupported(
             "WAV data ends inside a frame".into(),
         ));
@@ -144,7 +144,12 @@ pub fn read_wav_file(path: &Path, limits: &Limits) -> Result<Audio> {
 /// [`CodecError::InvalidParameter`] for a sample count that is not whole frames or does not fit a
 /// WAV file; I/O errors.
 pub fn write_wav(writer: impl Write + Seek, audio: &Audio) -> Result<()> {
-    if audio.channels == 0 || audio.samples.len() % usize::from(audio.channels) != 0 {
+    if audio.channels == 0
+        || !audio
+            .samples
+            .len()
+            .is_multiple_of(usize::from(audio.channels))
+    {
         return Err(CodecError::InvalidParameter(
             "samples are not whole frames".into(),
         ));
