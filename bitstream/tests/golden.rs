@@ -61,12 +61,6 @@ fn every_prefix_of_every_golden_file_is_an_error() {
     }
 }
 
-fn crc(b: &[u8]) -> u32 {
-    let mut h = crc32fast::Hasher::new();
-    h.update(b);
-    h.finalize()
-}
-
 /// Splits a file into (preamble, [(tag, payload)]) without the END chunk.
 fn chunks(bytes: &[u8]) -> (Vec<u8>, Vec<(u16, Vec<u8>)>) {
     let mut out = Vec::new();
@@ -90,13 +84,13 @@ fn assemble(preamble: &[u8], chunks: &[(u16, Vec<u8>)]) -> Vec<u8> {
         out.extend_from_slice(&tag.to_le_bytes());
         out.extend_from_slice(&(p.len() as u32).to_le_bytes());
         out.extend_from_slice(p);
-        let c = crc(&out[start..]);
+        let c = crc32fast::hash(&out[start..]);
         out.extend_from_slice(&c.to_le_bytes());
     };
     for (t, p) in chunks {
         push(&mut out, *t, p);
     }
-    let file_crc = crc(&out);
+    let file_crc = crc32fast::hash(&out);
     push(&mut out, tag::END, &file_crc.to_le_bytes());
     out
 }

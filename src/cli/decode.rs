@@ -48,7 +48,7 @@ pub fn run(args: &DecodeArgs, backend: Backend) -> Result<()> {
     let out = args
         .output
         .clone()
-        .unwrap_or_else(|| super::with_extension(&args.input, ext));
+        .unwrap_or_else(|| args.input.with_extension(ext));
     write_atomic(&out, &bytes)?;
     println!("{} → {}", args.input.display(), out.display());
     Ok(())

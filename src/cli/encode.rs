@@ -68,7 +68,7 @@ pub fn run(args: &EncodeArgs, backend: Backend) -> Result<()> {
     let out = args
         .output
         .clone()
-        .unwrap_or_else(|| super::with_extension(&args.input, "ncd"));
+        .unwrap_or_else(|| args.input.with_extension("ncd"));
     write_atomic(&out, &bytes)?;
     println!(
         "{} → {} ({} bytes)",

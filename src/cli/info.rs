@@ -91,15 +91,9 @@ pub fn describe(file: &Container, size: u64) -> serde_json::Value {
             "kind": kind_name(s.kind),
             "label": s.label,
             "bytes": s.data.len(),
-            "crc32": format!("{:08x}", crc32(&s.data)),
+            "crc32": format!("{:08x}", crc32fast::hash(&s.data)),
         })).collect::<Vec<_>>(),
     })
-}
-
-fn crc32(b: &[u8]) -> u32 {
-    let mut h = crc32fast::Hasher::new();
-    h.update(b);
-    h.finalize()
 }
 
 fn print_text(file: &Container, size: u64) {
@@ -155,7 +149,7 @@ fn print_text(file: &Container, size: u64) {
             s.label,
             kind_name(s.kind),
             s.data.len(),
-            crc32(&s.data)
+            crc32fast::hash(&s.data)
         );
     }
 }

@@ -1,7 +1,5 @@
 //! Command-line interface: global options and one module per subcommand.
 
-use std::path::PathBuf;
-
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use ncodec_codecs::Backend;
@@ -11,8 +9,8 @@ pub mod doctor;
 pub mod encode;
 pub mod eval;
 pub mod info;
-pub mod pending;
 pub mod plot;
+pub mod train;
 
 /// Learned neural codecs for images, audio and video, with bitstreams that decode anywhere.
 #[derive(Debug, Parser)]
@@ -44,7 +42,7 @@ pub enum Command {
     /// Show the header and streams of a .ncd file.
     Info(info::InfoArgs),
     /// Train a codec on a folder of media.
-    Train(pending::TrainArgs),
+    Train(train::TrainArgs),
     /// Measure rate-distortion curves on a dataset folder.
     Eval(eval::EvalArgs),
     /// Plot rate-distortion curves and compute BD-rates.
@@ -62,14 +60,9 @@ pub fn run(args: Args) -> Result<()> {
         Command::Encode(a) => encode::run(&a, args.backend),
         Command::Decode(a) => decode::run(&a, args.backend),
         Command::Info(a) => info::run(&a),
-        Command::Train(a) => pending::train(&a),
+        Command::Train(a) => train::run(&a),
         Command::Eval(a) => eval::run(&a, args.backend, args.quiet),
         Command::Plot(a) => plot::run(&a),
         Command::Doctor => doctor::run(args.backend),
     }
-}
-
-/// `path` with its extension replaced.
-pub(crate) fn with_extension(path: &std::path::Path, ext: &str) -> PathBuf {
-    path.with_extension(ext)
 }

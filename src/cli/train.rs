@@ -30,7 +30,7 @@ pub struct TrainArgs {
 ///
 /// # Errors
 /// Always, until a trainable codec has landed.
-pub fn train(args: &TrainArgs) -> Result<()> {
+pub fn run(args: &TrainArgs) -> Result<()> {
     bail!(
         "training {} is not available in this build: no trainable codec has landed yet (the hyperprior is the first)",
         args.codec
