@@ -259,3 +259,36 @@ proptest! {
         let _ = Container::parse(&with_magic, &Limits::strict());
     }
 }
+
+#[test]
+fn end_chunk_payload_must_be_exactly_four_bytes() {
+    let c = sample();
+    let bytes = c.to_bytes().unwrap();
+    let body = &bytes[..bytes.len() - 14];
+    let mut long_end = body.to_vec();
+    let mut payload = crc32fast_hash(body).to_le_bytes().to_vec();
+    payload.push(0);
+    long_end.extend_from_slice(&chunk(tag::END, &payload));
+    assert!(Container::parse(&long_end, &Limits::default()).is_err());
+}
+
+/// A device or pipe reports no length up front; reading stops one byte past the limit.
+#[cfg(unix)]
+#[test]
+fn read_file_caps_unsized_inputs() {
+    let limits = Limits {
+        max_file_bytes: 1 << 16,
+        ..Limits::strict()
+    };
+    let err = Container::read_file(std::path::Path::new("/dev/zero"), &limits).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            BitstreamError::Limit {
+                what: "file bytes",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
