@@ -154,11 +154,18 @@ fn encode_names_the_missing_codec() {
     image::RgbImage::from_fn(8, 8, |x, y| image::Rgb([x as u8 * 30, y as u8 * 30, 7]))
         .save(&png)
         .unwrap();
-    let out = ncodec(&["encode", png.to_str().unwrap(), "-q", "0.25bpp"]);
+    let out = ncodec(&[
+        "encode",
+        png.to_str().unwrap(),
+        "--codec",
+        "mcquic",
+        "-q",
+        "0.25bpp",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(
-        err.contains("hyperprior") && err.contains("not available"),
+        err.contains("mcquic") && err.contains("not available"),
         "{err}"
     );
     let out = ncodec(&["encode", png.to_str().unwrap(), "--codec", "nosuch"]);
@@ -318,7 +325,7 @@ fn eval_writes_compressai_json_and_names_unavailable_codecs() {
     let out = ncodec(&[
         "eval",
         "--codec",
-        "hyperprior",
+        "vqgan",
         "--data",
         data.path().to_str().unwrap(),
     ]);

@@ -23,6 +23,9 @@ pub enum CodecError {
     /// The input is valid media that this codec cannot handle.
     #[error("unsupported input: {0}")]
     Unsupported(String),
+    /// A weights file is damaged, foreign or does not fit the model.
+    #[error("weights: {0}")]
+    Weights(String),
     /// A parameter given by the user is out of range.
     #[error("invalid parameter: {0}")]
     InvalidParameter(String),

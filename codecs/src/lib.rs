@@ -10,6 +10,7 @@ pub mod backend;
 pub mod codec;
 pub mod conformance;
 pub mod error;
+pub mod hyperprior;
 pub mod media;
 pub mod registry;
 

@@ -6,6 +6,7 @@ use crate::backend::Backend;
 use crate::codec::Codec;
 use crate::conformance::ConformanceCodec;
 use crate::error::{CodecError, Result};
+use crate::hyperprior::HyperpriorEntry;
 
 /// Every codec id ncodec has assigned, with its media kind: implemented or not, so that errors can
 /// say precisely what is missing.
@@ -62,8 +63,16 @@ impl CodecRegistry {
 
     /// Every codec built into this ncodec, running on `backend`.
     pub fn builtin(backend: Backend) -> Self {
+        Self::builtin_with(backend, None)
+    }
+
+    /// Every codec built into this ncodec, with the hyperprior using the weights file `hyperprior`
+    /// (bytes of a `weights.ncw` written by `ncodec train`) instead of the shipped weights.
+    /// Weights are loaded on first use.
+    pub fn builtin_with(backend: Backend, hyperprior: Option<Vec<u8>>) -> Self {
         let mut r = Self::empty(backend);
         r.register(Box::new(ConformanceCodec));
+        r.register(Box::new(HyperpriorEntry::new(backend, hyperprior)));
         r
     }
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use ncodec_bitstream::{Container, Limits};
-use ncodec_codecs::{Backend, CodecRegistry, Media};
+use ncodec_codecs::{CodecRegistry, Media};
 
 use crate::io::write_atomic;
 
@@ -17,17 +17,19 @@ pub struct DecodeArgs {
     /// Output file (default: the input with the media's extension: .png, .wav, .json for symbols).
     #[arg(short, long)]
     pub output: Option<PathBuf>,
+    /// The original image: print PSNR and MS-SSIM of the decoded image against it.
+    #[arg(long)]
+    pub compare: Option<PathBuf>,
 }
 
 /// Decodes one file; nothing is written unless decoding succeeds.
 ///
 /// # Errors
 /// A damaged file, a file of an unavailable codec, or I/O failure.
-pub fn run(args: &DecodeArgs, backend: Backend) -> Result<()> {
+pub fn run(args: &DecodeArgs, registry: &CodecRegistry) -> Result<()> {
     let limits = Limits::default();
     let file = Container::read_file(&args.input, &limits)
         .with_context(|| format!("reading {}", args.input.display()))?;
-    let registry = CodecRegistry::builtin(backend);
     let codec = registry.by_id(file.codec)?;
     let media = codec
         .decode(&file, &limits)
@@ -51,5 +53,34 @@ pub fn run(args: &DecodeArgs, backend: Backend) -> Result<()> {
         .unwrap_or_else(|| args.input.with_extension(ext));
     write_atomic(&out, &bytes)?;
     println!("{} → {}", args.input.display(), out.display());
+    if let (Some(original), Media::Image(img)) = (&args.compare, &media) {
+        let (reference, _) = ncodec_codecs::media::picture::load_rgb8(original)
+            .with_context(|| format!("reading {}", original.display()))?;
+        if reference.dimensions() != img.dimensions() {
+            anyhow::bail!(
+                "{} is {}×{}, the decoded image {}×{}",
+                original.display(),
+                reference.width(),
+                reference.height(),
+                img.width(),
+                img.height()
+            );
+        }
+        let psnr = ncodec_training::metrics::psnr_u8(reference.as_raw(), img.as_raw())?;
+        let ms = ncodec_training::metrics::ms_ssim_u8(
+            reference.as_raw(),
+            img.as_raw(),
+            img.width() as usize,
+            img.height() as usize,
+            3,
+        )
+        .map(ncodec_training::metrics::ms_ssim_db);
+        let bpp = std::fs::metadata(&args.input)?.len() as f64 * 8.0
+            / (f64::from(img.width()) * f64::from(img.height()));
+        match ms {
+            Ok(ms) => println!("{bpp:.4} bpp, PSNR {psnr:.2} dB, MS-SSIM {ms:.2} dB"),
+            Err(_) => println!("{bpp:.4} bpp, PSNR {psnr:.2} dB (image too small for MS-SSIM)"),
+        }
+    }
     Ok(())
 }

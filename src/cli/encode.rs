@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use ncodec_codecs::registry::default_codec;
-use ncodec_codecs::{Backend, CodecRegistry, EncodeOptions, Media, Quality};
+use ncodec_codecs::{CodecRegistry, EncodeOptions, Media, Quality};
 
 use crate::io::{media_kind, write_atomic};
 
@@ -29,7 +29,7 @@ pub struct EncodeArgs {
 ///
 /// # Errors
 /// Unsupported input, unavailable codec, or I/O failure.
-pub fn run(args: &EncodeArgs, backend: Backend) -> Result<()> {
+pub fn run(args: &EncodeArgs, registry: &CodecRegistry) -> Result<()> {
     let kind = media_kind(&args.input).with_context(|| {
         format!(
             "{}: unsupported input type (expected .png, .jpg, .wav or a video file)",
@@ -40,7 +40,6 @@ pub fn run(args: &EncodeArgs, backend: Backend) -> Result<()> {
         Some(n) => n.as_str(),
         None => default_codec(kind).with_context(|| format!("no default codec for {kind}"))?,
     };
-    let registry = CodecRegistry::builtin(backend);
     let codec = registry.by_name(name)?;
     if codec.info().media != kind {
         bail!(
@@ -51,11 +50,14 @@ pub fn run(args: &EncodeArgs, backend: Backend) -> Result<()> {
         );
     }
     let media = match kind {
-        "image" => Media::Image(
-            image::open(&args.input)
-                .with_context(|| format!("reading {}", args.input.display()))?
-                .to_rgb8(),
-        ),
+        "image" => {
+            let (img, conversion) = ncodec_codecs::media::picture::load_rgb8(&args.input)
+                .with_context(|| format!("reading {}", args.input.display()))?;
+            for note in &conversion.notes {
+                eprintln!("note: {}: {note}", args.input.display());
+            }
+            Media::Image(img)
+        }
         other => bail!("reading {other} input is not available in this build"),
     };
     let file = codec.encode(
@@ -70,11 +72,21 @@ pub fn run(args: &EncodeArgs, backend: Backend) -> Result<()> {
         .clone()
         .unwrap_or_else(|| args.input.with_extension("ncd"));
     write_atomic(&out, &bytes)?;
-    println!(
-        "{} → {} ({} bytes)",
-        args.input.display(),
-        out.display(),
-        bytes.len()
-    );
+    match &media {
+        Media::Image(img) => println!(
+            "{} → {} ({} bytes, {:.4} bpp, quality {})",
+            args.input.display(),
+            out.display(),
+            bytes.len(),
+            bytes.len() as f64 * 8.0 / (f64::from(img.width()) * f64::from(img.height())),
+            file.params.quality
+        ),
+        _ => println!(
+            "{} → {} ({} bytes)",
+            args.input.display(),
+            out.display(),
+            bytes.len()
+        ),
+    }
     Ok(())
 }

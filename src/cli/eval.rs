@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use ncodec_codecs::{Backend, CodecRegistry};
+use ncodec_codecs::CodecRegistry;
 use ncodec_training::eval::{
     Classical, CodecRunner, ImageRunner, Progress, dataset_images, evaluate,
 };
@@ -52,8 +52,7 @@ impl Progress for Bar {
 ///
 /// # Errors
 /// Unknown or unavailable codec, missing tools, empty dataset, or every item failing.
-pub fn run(args: &EvalArgs, backend: Backend, quiet: bool) -> Result<()> {
-    let registry = CodecRegistry::builtin(backend);
+pub fn run(args: &EvalArgs, registry: &CodecRegistry, quiet: bool) -> Result<()> {
     let classical = Classical::from_name(&args.codec);
     let learned;
     let runner: &dyn ImageRunner = match &classical {

@@ -1,8 +1,8 @@
 //! Command-line interface: global options and one module per subcommand.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use ncodec_codecs::Backend;
+use ncodec_codecs::{Backend, CodecRegistry};
 
 pub mod decode;
 pub mod doctor;
@@ -19,6 +19,10 @@ pub struct Args {
     /// Compute backend: cpu (burn Flex) or wgpu (any GPU; lavapipe without one).
     #[arg(long, global = true, default_value = "cpu", value_parser = parse_backend)]
     pub backend: Backend,
+    /// Weights file for the hyperprior (a `weights.ncw` written by `ncodec train`) instead of the
+    /// shipped weights.
+    #[arg(long, global = true)]
+    pub weights: Option<std::path::PathBuf>,
     /// Print less (no progress bars).
     #[arg(long, global = true)]
     pub quiet: bool,
@@ -57,12 +61,27 @@ pub enum Command {
 /// Every failure, with its cause chain, for `main` to print.
 pub fn run(args: Args) -> Result<()> {
     match args.command {
-        Command::Encode(a) => encode::run(&a, args.backend),
-        Command::Decode(a) => decode::run(&a, args.backend),
+        Command::Encode(a) => encode::run(&a, &registry(args.backend, args.weights.as_deref())?),
+        Command::Decode(a) => decode::run(&a, &registry(args.backend, args.weights.as_deref())?),
         Command::Info(a) => info::run(&a),
-        Command::Train(a) => train::run(&a),
-        Command::Eval(a) => eval::run(&a, args.backend, args.quiet),
+        Command::Train(a) => train::run(&a, args.backend, args.quiet),
+        Command::Eval(a) => eval::run(
+            &a,
+            &registry(args.backend, args.weights.as_deref())?,
+            args.quiet,
+        ),
         Command::Plot(a) => plot::run(&a),
         Command::Doctor => doctor::run(args.backend),
     }
+}
+
+/// The codecs on `backend`, with the hyperprior weights from `weights` if given.
+///
+/// # Errors
+/// An unreadable weights file.
+pub fn registry(backend: Backend, weights: Option<&std::path::Path>) -> Result<CodecRegistry> {
+    let bytes = weights
+        .map(|p| std::fs::read(p).with_context(|| format!("reading weights {}", p.display())))
+        .transpose()?;
+    Ok(CodecRegistry::builtin_with(backend, bytes))
 }

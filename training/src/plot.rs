@@ -205,3 +205,123 @@ pub fn plot_rd(curves: &[RdCurve], path: &Path, opts: &PlotOptions) -> Result<()
     }
     root.present().map_err(|e| err(e.to_string()))
 }
+
+fn line_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    series: &[Series],
+    caption: &str,
+    y_desc: &str,
+) -> Result<(), String> {
+    let ((x0, x1), (y0, y1)) = bounds(series, false);
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 22))
+        .margin(18)
+        .x_label_area_size(50)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x0..x1, y0..y1)
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_desc("step")
+        .y_desc(y_desc)
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.2}"))
+        .label_style(("sans-serif", 15))
+        .axis_desc_style(("sans-serif", 17))
+        .light_line_style(RGBColor(235, 235, 235))
+        .bold_line_style(RGBColor(200, 200, 200))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    for (i, (name, pts)) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        chart
+            .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
+            .map_err(|e| e.to_string())?
+            .label(name.clone())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 22, y)], color.stroke_width(3))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(160, 160, 160))
+        .label_font(("sans-serif", 15))
+        .draw()
+        .map_err(|e| e.to_string())
+}
+
+/// Draws `loss.png` in a training run folder: the training loss (moving average of 100 steps) and
+/// the validation PSNR and bpp of each quality, from `train.csv` and `val.csv`.
+///
+/// # Errors
+/// [`PlotError`] if the logs cannot be read or the PNG cannot be written.
+pub fn plot_training(run: &Path) -> Result<(), PlotError> {
+    let path = run.join("loss.png");
+    let err = |message: String| PlotError {
+        path: path.display().to_string(),
+        message,
+    };
+    let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+    let rows = |name: &str| -> Vec<Vec<f64>> {
+        std::fs::read_to_string(run.join(name))
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split(',').map(|v| v.parse().ok()).collect())
+            .collect()
+    };
+    let train = rows("train.csv");
+    let mut loss = Vec::new();
+    let mut window = std::collections::VecDeque::new();
+    let mut sum = 0.0;
+    for r in &train {
+        if r.len() < 2 || !r[1].is_finite() {
+            continue;
+        }
+        window.push_back(r[1]);
+        sum += r[1];
+        if window.len() > 100 {
+            sum -= window.pop_front().unwrap_or(0.0);
+        }
+        loss.push((r[0], sum / window.len() as f64));
+    }
+    if loss.is_empty() {
+        return Err(err("train.csv has no rows".into()));
+    }
+    let mut val: Vec<Series> = Vec::new();
+    let mut val_bpp: Vec<Series> = Vec::new();
+    for r in rows("val.csv") {
+        if r.len() < 4 {
+            continue;
+        }
+        let name = format!("q{}", r[1]);
+        match val.iter_mut().position(|s| s.0 == name) {
+            Some(i) => {
+                val[i].1.push((r[0], r[3]));
+                val_bpp[i].1.push((r[0], r[2]));
+            }
+            None => {
+                val.push((name.clone(), vec![(r[0], r[3])]));
+                val_bpp.push((name, vec![(r[0], r[2])]));
+            }
+        }
+    }
+    let size = (1800, 560);
+    let root = BitMapBackend::new(&path, size).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+    let areas = root.split_evenly((1, 3));
+    line_panel(
+        &areas[0],
+        &[("λ·255²·MSE + bpp".to_string(), loss)],
+        "Training loss (mean of 100 steps)",
+        "loss",
+    )
+    .map_err(err)?;
+    if !val.is_empty() {
+        line_panel(&areas[1], &val, "Validation PSNR", "PSNR-RGB [dB]").map_err(err)?;
+        line_panel(&areas[2], &val_bpp, "Validation rate", "bits per pixel").map_err(err)?;
+    }
+    root.present().map_err(|e| err(e.to_string()))
+}

@@ -1,3 +1,4 @@
 //! Media I/O shared by the codecs.
 
 pub mod audio;
+pub mod picture;

@@ -1,0 +1,721 @@
+//! Image codec 1: the mean-scale hyperprior (Ballé et al. 2018, Minnen et al. 2018) with gain
+//! vectors for variable rate.
+//!
+//! Coding pipeline (see [`model`] for shapes and [`hs_cpu`] for why `h_s` runs outside Burn):
+//!
+//! 1. `y = g_a(x)` on the chosen backend, in overlapping tiles for large images;
+//! 2. `y ← y·g(q)`, the gain vector of quality `q` (log-linear between ladder points);
+//! 3. `z = h_a(y)`; `ẑ = ⌊z⌉`, coded with the factorized tables of the entropy bottleneck;
+//! 4. `(σ, μ) = h_s(ẑ)` in deterministic CPU arithmetic; scale index = CompressAI's rule on σ;
+//! 5. `ŷ − μ = ⌊y − μ⌉`, coded with the Gaussian tables of those indices;
+//! 6. the decoder repeats 3–5 from the file and runs `x̂ = g_s(ŷ·g⁻¹(q))`, tiled.
+
+pub mod hs_cpu;
+pub mod model;
+pub mod weights;
+
+use std::sync::OnceLock;
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor, TensorData};
+use image::RgbImage;
+use ncodec_bitstream::entropy::{FactorizedModel, GaussianConditional};
+use ncodec_bitstream::{
+    CodecId, CodecParams, Container, Limits, MediaInfo, ModelId, Stream, StreamKind,
+};
+
+use crate::codec::{Codec, CodecInfo, EncodeOptions, Media, Quality};
+use crate::error::{CodecError, Result};
+use hs_cpu::HyperSynthesisCpu;
+pub use model::{ALIGN, Hyperprior, HyperpriorConfig, LAMBDAS};
+
+const INFO: CodecInfo = CodecInfo {
+    id: CodecId::HYPERPRIOR,
+    name: "hyperprior",
+    media: "image",
+    description: "mean-scale hyperprior (Minnen 2018) with gain-vector variable rate; -q 1..8 or -q 0.25bpp",
+};
+
+/// Stream label of the hyper-latent `ẑ`.
+pub const STREAM_Z: u8 = 0;
+/// Stream label of the latent `ŷ`.
+pub const STREAM_Y: u8 = 1;
+
+/// Latent tile size (in latent pixels, 16 image pixels each) for images above [`TILE_ABOVE`].
+pub const TILE: usize = 32;
+/// Latent pixels of context added around each tile (64 image pixels).
+pub const TILE_MARGIN: usize = 4;
+/// Images with more (padded) pixels than this go through `g_a` and `g_s` in tiles.
+pub const TILE_ABOVE: usize = 1 << 20;
+/// Bottleneck tables cover at most this many integers on each side of zero.
+const Z_RANGE: i64 = 512;
+/// Probability mass left to the escape symbol on each side of a bottleneck table.
+const Z_TAIL: f64 = 1e-7;
+/// Largest magnitude of a coded symbol (beyond it the weights are broken).
+const SYMBOL_CLAMP: f32 = (1 << 20) as f32;
+
+/// A latent tensor on the host, `[C][H][W]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Latent {
+    /// Channels.
+    pub c: usize,
+    /// Height.
+    pub h: usize,
+    /// Width.
+    pub w: usize,
+    /// `c·h·w` values.
+    pub data: Vec<f32>,
+}
+
+/// Everything an encode produced, for tests and rate control.
+#[derive(Debug, Clone)]
+pub struct Coded {
+    /// The file.
+    pub container: Container,
+    /// The `ẑ` symbols.
+    pub z: Vec<i32>,
+    /// The `⌊y − μ⌉` symbols.
+    pub y: Vec<i32>,
+}
+
+/// The hyperprior codec with loaded weights.
+pub struct HyperpriorCodec {
+    device: Device,
+    config: HyperpriorConfig,
+    model: Hyperprior,
+    hs: HyperSynthesisCpu,
+    z_model: FactorizedModel,
+    y_model: GaussianConditional,
+    log_gain: Vec<f32>,
+    log_inv_gain: Vec<f32>,
+    model_id: ModelId,
+    tile_above: usize,
+}
+
+impl std::fmt::Debug for HyperpriorCodec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HyperpriorCodec")
+            .field("config", &self.config)
+            .field("model_id", &self.model_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The shipped weights (trained by `ncodec train`; see `assets/README.md`).
+pub static SHIPPED_WEIGHTS: &[u8] = include_bytes!("../../../assets/hyperprior/weights.ncw");
+
+fn values<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+    t.into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .map_err(|e| CodecError::Backend {
+            backend: "burn".into(),
+            message: format!("cannot read a tensor back: {e:?}"),
+        })
+}
+
+impl HyperpriorCodec {
+    /// The codec with the shipped weights on `device`.
+    ///
+    /// # Errors
+    /// As [`HyperpriorCodec::from_weights`].
+    pub fn shipped(device: Device) -> Result<Self> {
+        Self::from_weights(SHIPPED_WEIGHTS, device)
+    }
+
+    /// The codec with the weights file `bytes` (see [`weights`]) on `device`.
+    ///
+    /// # Errors
+    /// [`CodecError::Weights`] for a damaged weights file.
+    pub fn from_weights(bytes: &[u8], device: Device) -> Result<Self> {
+        let (config, model) = weights::load(bytes, &device)?;
+        Self::from_model(model, config, weights::model_id(bytes), device)
+    }
+
+    /// The codec around an in-memory model (tests, training validation); `model_id` identifies the
+    /// weights in files.
+    ///
+    /// # Errors
+    /// [`CodecError::Backend`] if the weights cannot be read back from the device.
+    pub fn from_model(
+        model: Hyperprior,
+        config: HyperpriorConfig,
+        model_id: ModelId,
+        device: Device,
+    ) -> Result<Self> {
+        let model = model.valid();
+        let hs = HyperSynthesisCpu::from_model(&model).map_err(|message| CodecError::Backend {
+            backend: "burn".into(),
+            message,
+        })?;
+        let z_model = bottleneck_tables(&model)?;
+        let log_gain = values(model.log_gain.val())?;
+        let log_inv_gain = values(model.log_inv_gain.val())?;
+        Ok(Self {
+            device,
+            config,
+            model,
+            hs,
+            z_model,
+            y_model: GaussianConditional::default(),
+            log_gain,
+            log_inv_gain,
+            model_id,
+            tile_above: TILE_ABOVE,
+        })
+    }
+
+    /// Tiles `g_a` and `g_s` for images of more than `pixels` padded pixels (default
+    /// [`TILE_ABOVE`]); tiling bounds memory and does not change the file beyond float rounding.
+    pub fn with_tile_above(mut self, pixels: usize) -> Self {
+        self.tile_above = pixels;
+        self
+    }
+
+    /// The network size.
+    pub fn config(&self) -> HyperpriorConfig {
+        self.config
+    }
+
+    /// The id written into files.
+    pub fn model_id(&self) -> ModelId {
+        self.model_id
+    }
+
+    /// The range of `-q` levels.
+    pub fn quality_range(&self) -> (f32, f32) {
+        (1.0, self.config.levels as f32)
+    }
+
+    /// The gain vector of quality `q` (log-linear interpolation between ladder points).
+    fn gain(&self, table: &[f32], q: f32) -> Vec<f32> {
+        let m = self.config.m;
+        let last = self.config.levels - 1;
+        let pos = (q - 1.0).clamp(0.0, last as f32);
+        let l = (pos.floor() as usize).min(last.saturating_sub(1));
+        let t = pos - l as f32;
+        let a = &table[l * m..(l + 1) * m];
+        let b = &table[(l + 1).min(last) * m..((l + 1).min(last) + 1) * m];
+        a.iter()
+            .zip(b)
+            .map(|(&a, &b)| ((1.0 - t) * a + t * b).exp())
+            .collect()
+    }
+
+    fn check_quality(&self, q: f32) -> Result<()> {
+        let (lo, hi) = self.quality_range();
+        if !(lo..=hi).contains(&q) {
+            return Err(CodecError::InvalidParameter(format!(
+                "quality {q} is outside the hyperprior's range {lo}..={hi}"
+            )));
+        }
+        Ok(())
+    }
+
+    fn upload(&self, data: Vec<f32>, shape: [usize; 4]) -> Tensor<4> {
+        Tensor::from_data(TensorData::new(data, shape), &self.device)
+    }
+
+    /// `y = g_a(x)` for an image, tiled above [`TILE_ABOVE`] pixels. The image is padded to a
+    /// multiple of [`ALIGN`] by repeating its last row and column.
+    ///
+    /// # Errors
+    /// [`CodecError::Backend`] if the device fails.
+    pub fn analysis(&self, img: &RgbImage) -> Result<Latent> {
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        let (ph, pw) = (h.div_ceil(ALIGN) * ALIGN, w.div_ceil(ALIGN) * ALIGN);
+        let (lh, lw) = (ph / 16, pw / 16);
+        let m = self.config.m;
+        let pixels = |y0: usize, x0: usize, th: usize, tw: usize| -> Vec<f32> {
+            let mut v = vec![0.0f32; 3 * th * tw];
+            for yy in 0..th {
+                let sy = (y0 + yy).min(h - 1) as u32;
+                for xx in 0..tw {
+                    let p = img.get_pixel((x0 + xx).min(w - 1) as u32, sy).0;
+                    for c in 0..3 {
+                        v[(c * th + yy) * tw + xx] = f32::from(p[c]) / 255.0;
+                    }
+                }
+            }
+            v
+        };
+        if ph * pw <= self.tile_above {
+            let x = self.upload(pixels(0, 0, ph, pw), [1, 3, ph, pw]);
+            let data = values(self.model.analysis(x))?;
+            return Ok(Latent {
+                c: m,
+                h: lh,
+                w: lw,
+                data,
+            });
+        }
+        let mut out = vec![0.0f32; m * lh * lw];
+        for (ty0, ty1, ry0, ry1) in tiles(lh) {
+            for (tx0, tx1, rx0, rx1) in tiles(lw) {
+                let (rh, rw) = (ry1 - ry0, rx1 - rx0);
+                let x = self.upload(
+                    pixels(ry0 * 16, rx0 * 16, rh * 16, rw * 16),
+                    [1, 3, rh * 16, rw * 16],
+                );
+                let t = values(self.model.analysis(x))?;
+                for c in 0..m {
+                    for yy in ty0..ty1 {
+                        let src = (c * rh + yy - ry0) * rw + (tx0 - rx0);
+                        let dst = (c * lh + yy) * lw + tx0;
+                        out[dst..dst + (tx1 - tx0)].copy_from_slice(&t[src..src + (tx1 - tx0)]);
+                    }
+                }
+            }
+        }
+        Ok(Latent {
+            c: m,
+            h: lh,
+            w: lw,
+            data: out,
+        })
+    }
+
+    /// `x̂ = g_s(ŷ)` cropped to `width × height`, tiled like [`HyperpriorCodec::analysis`].
+    ///
+    /// # Errors
+    /// [`CodecError::Backend`] if the device fails.
+    pub fn synthesis(&self, y: &Latent, width: usize, height: usize) -> Result<RgbImage> {
+        let mut img = RgbImage::new(width as u32, height as u32);
+        let mut put =
+            |t: &[f32], ry0: usize, rx0: usize, rh: usize, rw: usize, inner: [usize; 4]| {
+                let [y0, y1, x0, x1] = inner;
+                let (th, tw) = (rh * 16, rw * 16);
+                for py in (y0 * 16)..(y1 * 16).min(height) {
+                    for px in (x0 * 16)..(x1 * 16).min(width) {
+                        let (yy, xx) = (py - ry0 * 16, px - rx0 * 16);
+                        let mut rgb = [0u8; 3];
+                        for (c, v) in rgb.iter_mut().enumerate() {
+                            let s = t[(c * th + yy) * tw + xx];
+                            *v = (s.clamp(0.0, 1.0) * 255.0).round() as u8;
+                        }
+                        img.put_pixel(px as u32, py as u32, image::Rgb(rgb));
+                    }
+                }
+            };
+        let region = |ry0: usize, ry1: usize, rx0: usize, rx1: usize| -> Vec<f32> {
+            let (rh, rw) = (ry1 - ry0, rx1 - rx0);
+            let mut v = vec![0.0f32; y.c * rh * rw];
+            for c in 0..y.c {
+                for yy in 0..rh {
+                    let src = (c * y.h + ry0 + yy) * y.w + rx0;
+                    let dst = (c * rh + yy) * rw;
+                    v[dst..dst + rw].copy_from_slice(&y.data[src..src + rw]);
+                }
+            }
+            v
+        };
+        if y.h * y.w * 256 <= self.tile_above {
+            let x = self.upload(y.data.clone(), [1, y.c, y.h, y.w]);
+            let t = values(self.model.synthesis(x))?;
+            put(&t, 0, 0, y.h, y.w, [0, y.h, 0, y.w]);
+            return Ok(img);
+        }
+        for (ty0, ty1, ry0, ry1) in tiles(y.h) {
+            for (tx0, tx1, rx0, rx1) in tiles(y.w) {
+                let (rh, rw) = (ry1 - ry0, rx1 - rx0);
+                let x = self.upload(region(ry0, ry1, rx0, rx1), [1, y.c, rh, rw]);
+                let t = values(self.model.synthesis(x))?;
+                put(&t, ry0, rx0, rh, rw, [ty0, ty1, tx0, tx1]);
+            }
+        }
+        Ok(img)
+    }
+
+    /// `z = h_a(y)` on the device.
+    fn hyper_analysis(&self, y: &[f32], shape: [usize; 3]) -> Result<Latent> {
+        let [c, h, w] = shape;
+        let z = self
+            .model
+            .hyper_analysis(self.upload(y.to_vec(), [1, c, h, w]));
+        let [_, zc, zh, zw] = z.dims();
+        Ok(Latent {
+            c: zc,
+            h: zh,
+            w: zw,
+            data: values(z)?,
+        })
+    }
+
+    /// Scale indices and means of every latent from `ẑ` (the deterministic path).
+    fn entropy_parameters(&self, z_hat: &[i32], zh: usize, zw: usize) -> (Vec<u16>, Vec<f32>) {
+        let out = self.hs.run(z_hat, zh, zw);
+        let m = self.config.m;
+        let plane = out.h * out.w;
+        let mut indices = vec![0u16; m * plane];
+        let mut means = vec![0.0f32; m * plane];
+        for p in 0..plane {
+            let px = &out.data[p * out.c..(p + 1) * out.c];
+            for c in 0..m {
+                let sigma = px[c].max(model::SCALE_MIN as f32);
+                indices[c * plane + p] = self.y_model.scale_index(f64::from(sigma));
+                means[c * plane + p] = px[m + c];
+            }
+        }
+        (indices, means)
+    }
+
+    /// Codes the latent `y` (before gain) at quality `q`.
+    ///
+    /// # Errors
+    /// [`CodecError`] if the device or the entropy coder fails.
+    pub fn encode_latent(&self, y: &Latent, q: f32, width: u32, height: u32) -> Result<Coded> {
+        self.check_quality(q)?;
+        let gain = self.gain(&self.log_gain, q);
+        let plane = y.h * y.w;
+        let scaled: Vec<f32> = y
+            .data
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| v * gain[i / plane])
+            .collect();
+        let z = self.hyper_analysis(&scaled, [y.c, y.h, y.w])?;
+        let z_sym: Vec<i32> = z.data.iter().map(|&v| to_symbol(v)).collect();
+        let (indices, means) = self.entropy_parameters(&z_sym, z.h, z.w);
+        let y_sym: Vec<i32> = scaled
+            .iter()
+            .zip(&means)
+            .map(|(&v, &mu)| to_symbol(v - mu))
+            .collect();
+        let z_bytes = self.z_model.encode(&z_sym, z.h * z.w)?;
+        let y_bytes = self.y_model.encode(&y_sym, &indices)?;
+        let mut container = Container::new(
+            CodecId::HYPERPRIOR,
+            self.model_id,
+            MediaInfo::Image {
+                width,
+                height,
+                channels: 3,
+                bit_depth: 8,
+            },
+            CodecParams {
+                quality: q,
+                extra: Vec::new(),
+            },
+        );
+        container.streams.push(Stream {
+            kind: StreamKind::Ans32,
+            label: STREAM_Z,
+            data: z_bytes,
+        });
+        container.streams.push(Stream {
+            kind: StreamKind::Ans32,
+            label: STREAM_Y,
+            data: y_bytes,
+        });
+        Ok(Coded {
+            container,
+            z: z_sym,
+            y: y_sym,
+        })
+    }
+
+    /// Encodes `img` at a fixed quality, returning the symbols too.
+    ///
+    /// # Errors
+    /// As [`HyperpriorCodec::encode_latent`].
+    pub fn encode_image(&self, img: &RgbImage, q: f32) -> Result<Coded> {
+        check_image(img)?;
+        let y = self.analysis(img)?;
+        self.encode_latent(&y, q, img.width(), img.height())
+    }
+
+    /// Encodes `img` at the highest quality whose file is at most `bpp` bits per pixel.
+    ///
+    /// # Errors
+    /// [`CodecError::InvalidParameter`] naming the lowest reachable rate if `bpp` is below it.
+    pub fn encode_to_rate(&self, img: &RgbImage, bpp: f64) -> Result<Coded> {
+        check_image(img)?;
+        let y = self.analysis(img)?;
+        let pixels = f64::from(img.width()) * f64::from(img.height());
+        let (lo, hi) = self.quality_range();
+        let run = |q: f32| -> Result<(Coded, f64)> {
+            let c = self.encode_latent(&y, q, img.width(), img.height())?;
+            let size = c.container.to_bytes()?.len() as f64 * 8.0 / pixels;
+            Ok((c, size))
+        };
+        let (low, low_rate) = run(lo)?;
+        if low_rate > bpp {
+            return Err(CodecError::InvalidParameter(format!(
+                "{bpp} bpp is below the lowest rate the hyperprior reaches on this image ({low_rate:.4} bpp at -q {lo})"
+            )));
+        }
+        let (high, high_rate) = run(hi)?;
+        if high_rate <= bpp {
+            return Ok(high);
+        }
+        let (mut a, mut b, mut best) = (lo, hi, low);
+        for _ in 0..14 {
+            let q = 0.5 * (a + b);
+            let (c, rate) = run(q)?;
+            if rate <= bpp {
+                a = q;
+                best = c;
+                if rate >= bpp * 0.995 {
+                    break;
+                }
+            } else {
+                b = q;
+            }
+        }
+        Ok(best)
+    }
+
+    /// Decodes the symbols of a file back to `ŷ` (after inverse gain) and the symbols.
+    ///
+    /// # Errors
+    /// [`CodecError`] for a damaged or foreign file.
+    pub fn decode_latent(&self, file: &Container, limits: &Limits) -> Result<(Latent, Coded)> {
+        if file.codec != CodecId::HYPERPRIOR {
+            return Err(CodecError::Unsupported(format!(
+                "not a hyperprior file (codec {})",
+                file.codec
+            )));
+        }
+        file.expect_model(self.model_id)?;
+        let MediaInfo::Image {
+            width,
+            height,
+            channels: 3,
+            bit_depth: 8,
+        } = file.media
+        else {
+            return Err(CodecError::Unsupported(format!(
+                "hyperprior files hold 8-bit RGB images, this one says {:?}",
+                file.media
+            )));
+        };
+        if width == 0 || height == 0 {
+            return Err(CodecError::Unsupported("empty image".into()));
+        }
+        if u64::from(width) * u64::from(height) > limits.max_pixels {
+            return Err(ncodec_bitstream::BitstreamError::Limit {
+                what: "pixels",
+                value: u64::from(width) * u64::from(height),
+                max: limits.max_pixels,
+            }
+            .into());
+        }
+        let q = file.params.quality;
+        self.check_quality(q)?;
+        let (ph, pw) = (
+            (height as usize).div_ceil(ALIGN) * ALIGN,
+            (width as usize).div_ceil(ALIGN) * ALIGN,
+        );
+        let (lh, lw, zh, zw) = (ph / 16, pw / 16, ph / 64, pw / 64);
+        let (m, n) = (self.config.m, self.config.n);
+        let symbols = (m * lh * lw + n * zh * zw) as u64;
+        if symbols > limits.max_symbols {
+            return Err(ncodec_bitstream::BitstreamError::Limit {
+                what: "latent symbols",
+                value: symbols,
+                max: limits.max_symbols,
+            }
+            .into());
+        }
+        let z_sym = self.z_model.decode(&file.stream(STREAM_Z)?.data, zh * zw)?;
+        let (indices, means) = self.entropy_parameters(&z_sym, zh, zw);
+        let y_sym = self
+            .y_model
+            .decode(&file.stream(STREAM_Y)?.data, &indices)?;
+        let inv = self.gain(&self.log_inv_gain, q);
+        let plane = lh * lw;
+        let data = y_sym
+            .iter()
+            .zip(&means)
+            .enumerate()
+            .map(|(i, (&s, &mu))| (s as f32 + mu) * inv[i / plane])
+            .collect();
+        Ok((
+            Latent {
+                c: m,
+                h: lh,
+                w: lw,
+                data,
+            },
+            Coded {
+                container: file.clone(),
+                z: z_sym,
+                y: y_sym,
+            },
+        ))
+    }
+
+    /// Decodes a file to an image.
+    ///
+    /// # Errors
+    /// As [`HyperpriorCodec::decode_latent`].
+    pub fn decode_image(&self, file: &Container, limits: &Limits) -> Result<RgbImage> {
+        let (y, _) = self.decode_latent(file, limits)?;
+        let MediaInfo::Image { width, height, .. } = file.media else {
+            return Err(CodecError::Unsupported("not an image".into()));
+        };
+        self.synthesis(&y, width as usize, height as usize)
+    }
+}
+
+fn check_image(img: &RgbImage) -> Result<()> {
+    if img.width() == 0 || img.height() == 0 {
+        return Err(CodecError::Unsupported("empty image".into()));
+    }
+    Ok(())
+}
+
+/// Rounds a latent to a symbol; NaN and absurd values (broken weights) are clamped.
+fn to_symbol(v: f32) -> i32 {
+    if v.is_nan() {
+        0
+    } else {
+        v.round().clamp(-SYMBOL_CLAMP, SYMBOL_CLAMP) as i32
+    }
+}
+
+/// Tiles of `len` latent rows: `(inner start, inner end, region start, region end)`.
+fn tiles(len: usize) -> Vec<(usize, usize, usize, usize)> {
+    (0..len.div_ceil(TILE))
+        .map(|i| {
+            let (a, b) = (i * TILE, ((i + 1) * TILE).min(len));
+            (
+                a,
+                b,
+                a.saturating_sub(TILE_MARGIN),
+                (b + TILE_MARGIN).min(len),
+            )
+        })
+        .collect()
+}
+
+/// The bottleneck's integer tables, computed from its weights in f64 with the pure-Rust `libm`
+/// (same bits on every machine).
+fn bottleneck_tables(model: &Hyperprior) -> Result<FactorizedModel> {
+    let eb = &model.bottleneck;
+    let read = |ps: &[burn::module::Param<Tensor<3>>]| -> Result<Vec<Vec<f64>>> {
+        ps.iter()
+            .map(|p| Ok(values(p.val())?.into_iter().map(f64::from).collect()))
+            .collect()
+    };
+    let (mats, biases, factors) = (read(&eb.matrices)?, read(&eb.biases)?, read(&eb.factors)?);
+    let f = model::BOTTLENECK_FILTERS;
+    let channels = biases.first().map_or(0, |b| b.len() / f[1]);
+    let softplus = |v: f64| {
+        if v > 30.0 {
+            v
+        } else {
+            libm::log1p(libm::exp(v))
+        }
+    };
+    let sigmoid = |v: f64| 1.0 / (1.0 + libm::exp(-v));
+    let cdf = |c: usize, x: f64| -> f64 {
+        let mut h = vec![x];
+        for i in 0..f.len() - 1 {
+            let (fin, fout) = (f[i], f[i + 1]);
+            let mut next = vec![0.0; fout];
+            for (o, v) in next.iter_mut().enumerate() {
+                let mut acc = biases[i][c * fout + o];
+                for (k, &hk) in h.iter().enumerate() {
+                    acc += softplus(mats[i][(c * fout + o) * fin + k]) * hk;
+                }
+                if let Some(fac) = factors.get(i) {
+                    acc += libm::tanh(fac[c * fout + o]) * libm::tanh(acc);
+                }
+                *v = acc;
+            }
+            h = next;
+        }
+        sigmoid(h[0])
+    };
+    let mut specs = Vec::with_capacity(channels);
+    for c in 0..channels {
+        let lo = (-Z_RANGE..=Z_RANGE)
+            .find(|&k| cdf(c, k as f64 + 0.5) > Z_TAIL)
+            .unwrap_or(-Z_RANGE);
+        let hi = (lo..=Z_RANGE)
+            .rev()
+            .find(|&k| 1.0 - cdf(c, k as f64 - 0.5) > Z_TAIL)
+            .unwrap_or(lo)
+            .max(lo);
+        let pmf: Vec<f64> = (lo..=hi)
+            .map(|k| (cdf(c, k as f64 + 0.5) - cdf(c, k as f64 - 0.5)).max(0.0))
+            .collect();
+        let tail = cdf(c, lo as f64 - 0.5) + (1.0 - cdf(c, hi as f64 + 0.5));
+        specs.push((lo as i32, pmf, tail.max(1e-9)));
+    }
+    Ok(FactorizedModel::from_probabilities(&specs)?)
+}
+
+/// The hyperprior behind the [`Codec`] trait; loads its weights on first use.
+pub struct HyperpriorEntry {
+    backend: crate::Backend,
+    weights: Option<Vec<u8>>,
+    codec: OnceLock<std::result::Result<HyperpriorCodec, String>>,
+}
+
+impl std::fmt::Debug for HyperpriorEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HyperpriorEntry")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HyperpriorEntry {
+    /// The hyperprior on `backend` with the shipped weights, or with `weights` (a file's bytes).
+    pub fn new(backend: crate::Backend, weights: Option<Vec<u8>>) -> Self {
+        Self {
+            backend,
+            weights,
+            codec: OnceLock::new(),
+        }
+    }
+
+    /// The loaded codec.
+    ///
+    /// # Errors
+    /// The load error, as [`CodecError::Weights`].
+    pub fn get(&self) -> Result<&HyperpriorCodec> {
+        self.codec
+            .get_or_init(|| {
+                let bytes = self.weights.as_deref().unwrap_or(SHIPPED_WEIGHTS);
+                HyperpriorCodec::from_weights(bytes, self.backend.device()).map_err(|e| match e {
+                    CodecError::Weights(m) => m,
+                    other => other.to_string(),
+                })
+            })
+            .as_ref()
+            .map_err(|e| CodecError::Weights(format!("cannot load the hyperprior's: {e}")))
+    }
+}
+
+impl Codec for HyperpriorEntry {
+    fn info(&self) -> &CodecInfo {
+        &INFO
+    }
+
+    fn encode(&self, media: &Media, options: &EncodeOptions) -> Result<Container> {
+        let Media::Image(img) = media else {
+            return Err(CodecError::Unsupported(format!(
+                "the hyperprior codes images, not {}",
+                media.kind_name()
+            )));
+        };
+        let codec = self.get()?;
+        let coded = match options.quality {
+            Quality::Level(q) => codec.encode_image(img, q)?,
+            Quality::TargetBpp(bpp) => codec.encode_to_rate(img, bpp)?,
+            Quality::TargetKbps(_) => {
+                return Err(CodecError::InvalidParameter(
+                    "kbps targets are for audio; use -q LEVEL or -q Nbpp for images".into(),
+                ));
+            }
+        };
+        Ok(coded.container)
+    }
+
+    fn decode(&self, file: &Container, limits: &Limits) -> Result<Media> {
+        Ok(Media::Image(self.get()?.decode_image(file, limits)?))
+    }
+}

@@ -1,0 +1,280 @@
+//! The hyperprior: shapes, the deterministic h_s, bottleneck tables, round trips through the real
+//! bitstream with tiny random-init weights, tiling, weights files, bad input, cross-backend decoding.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
+use burn::tensor::{Distribution, Int, Tensor, TensorData};
+use image::RgbImage;
+use ncodec_bitstream::{Container, Limits, ModelId};
+use ncodec_codecs::Backend;
+use ncodec_codecs::hyperprior::hs_cpu::HyperSynthesisCpu;
+use ncodec_codecs::hyperprior::{HyperpriorCodec, HyperpriorConfig, weights};
+
+fn kodak_crop(w: u32, h: u32) -> RgbImage {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/data/kodak/kodim23.png"
+    );
+    let img = image::open(path).expect("kodim23").to_rgb8();
+    image::imageops::crop_imm(&img, 200, 100, w, h).to_image()
+}
+
+fn tiny(
+    device: &burn::tensor::Device,
+) -> (HyperpriorConfig, ncodec_codecs::hyperprior::Hyperprior) {
+    let cfg = HyperpriorConfig::TINY;
+    (cfg, cfg.init(device))
+}
+
+fn tiny_codec(backend: Backend) -> (HyperpriorCodec, Vec<u8>) {
+    let device = Backend::Cpu.device();
+    let (cfg, model) = tiny(&device);
+    let bytes = weights::to_bytes(&model, &cfg, false).expect("serialize");
+    let codec = HyperpriorCodec::from_weights(&bytes, backend.device()).expect("load");
+    (codec, bytes)
+}
+
+#[test]
+fn training_forward_has_documented_shapes() {
+    let device = Backend::Cpu.device().autodiff();
+    let (cfg, model) = tiny(&device);
+    let (b, s) = (2, 128);
+    let x = Tensor::<4>::random([b, 3, s, s], Distribution::Uniform(0.0, 1.0), &device);
+    let y = model.analysis(x.clone());
+    assert_eq!(y.dims(), [b, cfg.m, s / 16, s / 16]);
+    let z = model.hyper_analysis(y.clone());
+    assert_eq!(z.dims(), [b, cfg.n, s / 64, s / 64]);
+    let (scales, means) = model.hyper_synthesis(z.clone());
+    assert_eq!(scales.dims(), y.dims());
+    assert_eq!(means.dims(), y.dims());
+    assert_eq!(model.synthesis(y).dims(), [b, 3, s, s]);
+    let levels = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 7], [b]), &device);
+    let out = model.forward_train(
+        x,
+        levels,
+        Tensor::zeros([b, cfg.m, s / 16, s / 16], &device),
+        Tensor::zeros([b, cfg.n, s / 64, s / 64], &device),
+    );
+    assert_eq!(out.x_hat.dims(), [b, 3, s, s]);
+    let bits = out
+        .bits
+        .clone()
+        .into_data()
+        .try_to_vec::<f32>()
+        .expect("bits");
+    assert!(bits.iter().all(|v| v.is_finite() && *v > 0.0), "{bits:?}");
+    // Gradients reach every part of the network.
+    let grads = out.bits.sum().backward();
+    let g = model.hs_out.weight.grad(&grads).expect("h_s gradient");
+    assert!(g.abs().sum().into_scalar::<f32>() > 0.0);
+    let g = model.ga[0].weight.grad(&grads).expect("g_a gradient");
+    assert!(g.abs().sum().into_scalar::<f32>() > 0.0);
+}
+
+#[test]
+fn cpu_hyper_synthesis_matches_burn_and_ignores_thread_count() {
+    let device = Backend::Cpu.device();
+    let (cfg, model) = tiny(&device);
+    let (h, w) = (3, 5);
+    let z: Vec<i32> = (0..cfg.n * h * w).map(|i| (i as i32 * 7 % 9) - 4).collect();
+    let hs = HyperSynthesisCpu::from_model(&model).expect("weights");
+    let one = hs.clone().with_threads(1).run(&z, h, w);
+    let three = hs.with_threads(3).run(&z, h, w);
+    assert_eq!(one, three, "thread count changed the bits");
+    assert_eq!((one.h, one.w, one.c), (4 * h, 4 * w, 2 * cfg.m));
+    let zt = Tensor::<4>::from_data(
+        TensorData::new(
+            z.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+            [1, cfg.n, h, w],
+        ),
+        &device,
+    );
+    let (scales, means) = model.hyper_synthesis(zt);
+    let burn_out = Tensor::cat(vec![scales, means], 1)
+        .into_data()
+        .try_to_vec::<f32>()
+        .expect("read");
+    let mut max = 0.0f32;
+    for c in 0..2 * cfg.m {
+        for p in 0..one.h * one.w {
+            max = max.max((burn_out[c * one.h * one.w + p] - one.data[p * one.c + c]).abs());
+        }
+    }
+    assert!(max < 1e-4, "CPU h_s differs from Burn's by {max}");
+}
+
+#[test]
+fn round_trip_through_the_bitstream_recovers_every_symbol() {
+    let (codec, _) = tiny_codec(Backend::Cpu);
+    // Odd size: padding to 64 and cropping back.
+    let img = kodak_crop(100, 70);
+    for q in [1.0f32, 4.5, 8.0] {
+        let coded = codec.encode_image(&img, q).expect("encode");
+        let bytes = coded.container.to_bytes().expect("bytes");
+        let parsed = Container::parse(&bytes, &Limits::default()).expect("parse");
+        assert_eq!(parsed.params.quality, q);
+        let (_, decoded) = codec
+            .decode_latent(&parsed, &Limits::default())
+            .expect("decode");
+        assert_eq!(decoded.z, coded.z);
+        assert_eq!(decoded.y, coded.y);
+        let out = codec
+            .decode_image(&parsed, &Limits::default())
+            .expect("image");
+        assert_eq!(out.dimensions(), img.dimensions());
+    }
+}
+
+#[test]
+fn quality_changes_the_rate_and_out_of_range_is_refused() {
+    let (codec, _) = tiny_codec(Backend::Cpu);
+    let img = kodak_crop(128, 128);
+    let size = |q| {
+        codec
+            .encode_image(&img, q)
+            .expect("encode")
+            .container
+            .to_bytes()
+            .expect("bytes")
+            .len()
+    };
+    assert!(size(8.0) > size(1.0), "higher quality must cost more bits");
+    let e = codec.encode_image(&img, 9.0).expect_err("q 9");
+    assert!(e.to_string().contains("outside"), "{e}");
+    let e = codec.encode_to_rate(&img, 1e-6).expect_err("too low");
+    assert!(e.to_string().contains("lowest rate"), "{e}");
+}
+
+#[test]
+fn tiles_give_the_same_latents_and_pixels_as_one_pass() {
+    let (whole, bytes) = tiny_codec(Backend::Cpu);
+    let tiled = HyperpriorCodec::from_weights(&bytes, Backend::Cpu.device())
+        .expect("load")
+        .with_tile_above(0);
+    let img = kodak_crop(600, 300);
+    let a = whole.analysis(&img).expect("whole");
+    let b = tiled.analysis(&img).expect("tiled");
+    let max = a
+        .data
+        .iter()
+        .zip(&b.data)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    assert!(max < 1e-4, "tiled analysis differs by {max}");
+    let pa = whole.synthesis(&a, 600, 300).expect("whole");
+    let pb = tiled.synthesis(&a, 600, 300).expect("tiled");
+    let diff = pa
+        .as_raw()
+        .iter()
+        .zip(pb.as_raw())
+        .map(|(x, y)| x.abs_diff(*y))
+        .max();
+    assert!(diff <= Some(1), "tiled synthesis differs by {diff:?}");
+}
+
+#[test]
+fn weights_files_round_trip_in_f16_and_identify_the_model() {
+    let device = Backend::Cpu.device();
+    let (cfg, model) = tiny(&device);
+    let half = weights::to_bytes(&model, &cfg, true).expect("f16");
+    let full = weights::to_bytes(&model, &cfg, false).expect("f32");
+    assert!(
+        half.len() < full.len() * 2 / 3,
+        "{} vs {}",
+        half.len(),
+        full.len()
+    );
+    let (c2, _) = weights::load(&half, &device).expect("load f16");
+    assert_eq!(c2, cfg);
+    assert_ne!(weights::model_id(&half), weights::model_id(&full));
+    let codec = HyperpriorCodec::from_weights(&half, device.clone()).expect("codec");
+    assert_eq!(codec.model_id(), weights::model_id(&half));
+    // Damaged weights are an error, not a panic.
+    for bad in [
+        &half[..10],
+        &half[..half.len() / 2],
+        b"NCWT\x02\0\0\0\0\0\0\0".as_slice(),
+    ] {
+        assert!(HyperpriorCodec::from_weights(bad, device.clone()).is_err());
+    }
+}
+
+#[test]
+fn foreign_truncated_and_damaged_files_are_errors() {
+    let (codec, _) = tiny_codec(Backend::Cpu);
+    let img = kodak_crop(64, 64);
+    let coded = codec.encode_image(&img, 4.0).expect("encode");
+    let limits = Limits::default();
+    // Another model's file.
+    let mut other = coded.container.clone();
+    other.model = ModelId([9; 8]);
+    let e = codec.decode_image(&other, &limits).expect_err("foreign");
+    assert!(e.to_string().contains("model"), "{e}");
+    // Streams cut short or replaced by garbage: errors or (rarely) garbage pixels, never a panic.
+    for cut in [0usize, 1, 3, 7] {
+        let mut f = coded.container.clone();
+        for s in &mut f.streams {
+            let n = s.data.len().saturating_sub(cut.max(1));
+            s.data.truncate(n.min(cut * 4));
+        }
+        let _ = codec.decode_image(&f, &limits);
+    }
+    // Absurd dimensions are refused before any allocation.
+    let mut huge = coded.container.clone();
+    huge.media = ncodec_bitstream::MediaInfo::Image {
+        width: 1 << 20,
+        height: 1 << 20,
+        channels: 3,
+        bit_depth: 8,
+    };
+    assert!(codec.decode_image(&huge, &limits).is_err());
+}
+
+/// Encodes on one backend and decodes on the other: the symbols the decoder reads must be the
+/// ones the encoder wrote (no desynchronization), and both backends must reconstruct the same
+/// pixels from one file. Runs on lavapipe where there is no GPU.
+#[test]
+fn files_decode_identically_across_backends() {
+    if let Err(e) = Backend::Wgpu.self_test() {
+        assert!(std::env::var_os("CI").is_none(), "wgpu must run in CI: {e}");
+        eprintln!(
+            "skipped: no working Vulkan adapter here ({e}); apt-get install mesa-vulkan-drivers"
+        );
+        return;
+    }
+    let (cpu, bytes) = tiny_codec(Backend::Cpu);
+    let gpu = HyperpriorCodec::from_weights(&bytes, Backend::Wgpu.device()).expect("wgpu codec");
+    let img = kodak_crop(96, 80);
+    let limits = Limits::default();
+    for (enc, dec, name) in [(&gpu, &cpu, "wgpu→cpu"), (&cpu, &gpu, "cpu→wgpu")] {
+        let coded = enc.encode_image(&img, 5.0).expect("encode");
+        let file =
+            Container::parse(&coded.container.to_bytes().expect("bytes"), &limits).expect("parse");
+        let (_, got) = dec.decode_latent(&file, &limits).expect("decode");
+        assert_eq!(got.z, coded.z, "{name}: z symbols differ");
+        assert_eq!(got.y, coded.y, "{name}: y symbols differ");
+        let a = cpu.decode_image(&file, &limits).expect("cpu pixels");
+        let b = gpu.decode_image(&file, &limits).expect("wgpu pixels");
+        let differing = a
+            .as_raw()
+            .iter()
+            .zip(b.as_raw())
+            .filter(|(x, y)| x != y)
+            .count();
+        let max = a
+            .as_raw()
+            .iter()
+            .zip(b.as_raw())
+            .map(|(x, y)| x.abs_diff(*y))
+            .max()
+            .unwrap_or(0);
+        eprintln!(
+            "{name}: {differing} of {} samples differ between backends (max {max})",
+            a.as_raw().len()
+        );
+        assert!(
+            max <= 1 && differing * 1000 <= a.as_raw().len(),
+            "{name}: pixels differ: {differing}, max {max}"
+        );
+    }
+}

@@ -1,0 +1,250 @@
+//! The hyperprior through the `ncodec` binary: the README's main job, rate control, `--weights`,
+//! image conversions and refusals, training from the command line.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use ncodec_codecs::Backend;
+use ncodec_codecs::hyperprior::{HyperpriorConfig, weights};
+
+fn ncodec(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ncodec"))
+        .args(args)
+        .output()
+        .expect("the ncodec binary runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn sample() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/samples/coffee.png")
+}
+
+fn tiny_weights(dir: &Path) -> PathBuf {
+    let cfg = HyperpriorConfig::TINY;
+    let model = cfg.init(&Backend::Cpu.device());
+    let path = dir.join("tiny.ncw");
+    std::fs::write(&path, weights::to_bytes(&model, &cfg, true).unwrap()).unwrap();
+    path
+}
+
+fn bpp_of(stdout: &str) -> f64 {
+    let i = stdout.find(" bpp").expect("bpp printed");
+    let start = stdout[..i].rfind(' ').unwrap() + 1;
+    stdout[start..i].parse().unwrap()
+}
+
+/// The README's main job: the shipped sample at 0.25 bpp with the shipped weights.
+#[test]
+fn readme_main_job_lands_just_below_the_target_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ncd = dir.path().join("coffee.ncd");
+    let png = dir.path().join("coffee.png");
+    let s = sample();
+    let out = ncodec(&[
+        "encode",
+        s.to_str().unwrap(),
+        "-q",
+        "0.25bpp",
+        "-o",
+        ncd.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let bpp = bpp_of(&text(&out.stdout));
+    assert!((0.97 * 0.25..=0.25).contains(&bpp), "landed at {bpp} bpp");
+    let real = std::fs::metadata(&ncd).unwrap().len() as f64 * 8.0 / (600.0 * 400.0);
+    assert!((real - bpp).abs() < 1e-3, "printed {bpp}, file {real}");
+    let out = ncodec(&[
+        "decode",
+        ncd.to_str().unwrap(),
+        "-o",
+        png.to_str().unwrap(),
+        "--compare",
+        s.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let so = text(&out.stdout);
+    assert!(so.contains("PSNR") && so.contains("MS-SSIM"), "{so}");
+    let img = image::open(&png).unwrap().to_rgb8();
+    assert_eq!(img.dimensions(), (600, 400));
+    // A rate below what the model can reach is a clear error naming the lowest rate.
+    let out = ncodec(&[
+        "encode",
+        s.to_str().unwrap(),
+        "-q",
+        "0.0001bpp",
+        "-o",
+        ncd.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("lowest rate"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn weights_flag_backend_after_subcommand_and_wrong_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = tiny_weights(dir.path());
+    let ncd = dir.path().join("x.ncd");
+    let s = sample();
+    let out = ncodec(&[
+        "encode",
+        s.to_str().unwrap(),
+        "--codec",
+        "hyperprior",
+        "-q",
+        "3",
+        "-o",
+        ncd.to_str().unwrap(),
+        "--weights",
+        w.to_str().unwrap(),
+        "--backend",
+        "cpu",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = ncodec(&["info", ncd.to_str().unwrap()]);
+    assert!(
+        text(&out.stdout).contains("hyperprior (0x0010)"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = ncodec(&[
+        "decode",
+        ncd.to_str().unwrap(),
+        "--weights",
+        w.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(dir.path().join("x.png").is_file());
+    // The shipped weights refuse a file made with other weights, and write nothing.
+    std::fs::remove_file(dir.path().join("x.png")).unwrap();
+    let out = ncodec(&["decode", ncd.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("model"), "{}", text(&out.stderr));
+    assert!(!dir.path().join("x.png").exists());
+    // Bad weights files are errors.
+    let bad = dir.path().join("bad.ncw");
+    std::fs::write(&bad, b"not weights").unwrap();
+    let out = ncodec(&[
+        "encode",
+        s.to_str().unwrap(),
+        "--weights",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("weights"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn gray_16_bit_and_transparent_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = tiny_weights(dir.path());
+    let w = w.to_str().unwrap();
+    let gray = dir.path().join("gray16.png");
+    image::ImageBuffer::<image::Luma<u16>, _>::from_fn(70, 50, |x, y| {
+        image::Luma([(x * 900 + y * 300) as u16])
+    })
+    .save(&gray)
+    .unwrap();
+    let out = ncodec(&["encode", gray.to_str().unwrap(), "--weights", w]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("grayscale") && err.contains("16-bit"), "{err}");
+    let out = ncodec(&[
+        "decode",
+        dir.path().join("gray16.ncd").to_str().unwrap(),
+        "--weights",
+        w,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let back = image::open(dir.path().join("gray16.png")).unwrap();
+    assert_eq!((back.width(), back.height()), (70, 50));
+
+    let alpha = dir.path().join("alpha.png");
+    image::RgbaImage::from_fn(40, 40, |x, _| {
+        image::Rgba([10, 20, 30, if x < 20 { 255 } else { 0 }])
+    })
+    .save(&alpha)
+    .unwrap();
+    let out = ncodec(&["encode", alpha.to_str().unwrap(), "--weights", w]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("transparent"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!dir.path().join("alpha.ncd").exists());
+}
+
+#[test]
+fn train_from_the_command_line_writes_weights_that_encode() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/train-images/bsds500");
+    let args = [
+        "train",
+        "--codec",
+        "hyperprior",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--steps",
+        "2",
+        "--n",
+        "8",
+        "--m",
+        "12",
+        "--batch",
+        "1",
+        "--crop",
+        "64",
+        "--checkpoint-every",
+        "2",
+        "--val-every",
+        "0",
+        "--quiet",
+    ];
+    let out = ncodec(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("steps/s"));
+    let w = run.join("weights.ncw");
+    let out = ncodec(&[
+        "encode",
+        sample().to_str().unwrap(),
+        "-o",
+        dir.path().join("c.ncd").to_str().unwrap(),
+        "--weights",
+        w.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Running again into the same folder without --resume is refused.
+    let out = ncodec(&args);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("--resume"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = ncodec(&[
+        "train",
+        "--codec",
+        "walloc-audio",
+        "--data",
+        ".",
+        "--out",
+        "x",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+}
