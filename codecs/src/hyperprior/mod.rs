@@ -609,18 +609,28 @@ fn bottleneck_tables(model: &Hyperprior) -> Result<FactorizedModel> {
         }
     };
     let sigmoid = |v: f64| 1.0 / (1.0 + libm::exp(-v));
+    // The reparameterized weights, once: softplus of the matrices, tanh of the factors.
+    let mats: Vec<Vec<f64>> = mats
+        .iter()
+        .map(|m| m.iter().map(|&v| softplus(v)).collect())
+        .collect();
+    let factors: Vec<Vec<f64>> = factors
+        .iter()
+        .map(|f| f.iter().map(|&v| libm::tanh(v)).collect())
+        .collect();
     let cdf = |c: usize, x: f64| -> f64 {
-        let mut h = vec![x];
+        let mut h = [0.0f64; 4];
+        let mut next = [0.0f64; 4];
+        h[0] = x;
         for i in 0..f.len() - 1 {
             let (fin, fout) = (f[i], f[i + 1]);
-            let mut next = vec![0.0; fout];
-            for (o, v) in next.iter_mut().enumerate() {
+            for (o, v) in next.iter_mut().enumerate().take(fout) {
                 let mut acc = biases[i][c * fout + o];
-                for (k, &hk) in h.iter().enumerate() {
-                    acc += softplus(mats[i][(c * fout + o) * fin + k]) * hk;
+                for (k, &hk) in h.iter().enumerate().take(fin) {
+                    acc += mats[i][(c * fout + o) * fin + k] * hk;
                 }
                 if let Some(fac) = factors.get(i) {
-                    acc += libm::tanh(fac[c * fout + o]) * libm::tanh(acc);
+                    acc += fac[c * fout + o] * libm::tanh(acc);
                 }
                 *v = acc;
             }
@@ -630,18 +640,22 @@ fn bottleneck_tables(model: &Hyperprior) -> Result<FactorizedModel> {
     };
     let mut specs = Vec::with_capacity(channels);
     for c in 0..channels {
+        // The CDF at every half-integer of the search range, once.
+        let at: Vec<f64> = (-Z_RANGE..=Z_RANGE + 1)
+            .map(|k| cdf(c, k as f64 - 0.5))
+            .collect();
+        let upper = |k: i64| at[(k + Z_RANGE + 1) as usize]; // F(k + ½)
+        let lower = |k: i64| at[(k + Z_RANGE) as usize]; // F(k − ½)
         let lo = (-Z_RANGE..=Z_RANGE)
-            .find(|&k| cdf(c, k as f64 + 0.5) > Z_TAIL)
+            .find(|&k| upper(k) > Z_TAIL)
             .unwrap_or(-Z_RANGE);
         let hi = (lo..=Z_RANGE)
             .rev()
-            .find(|&k| 1.0 - cdf(c, k as f64 - 0.5) > Z_TAIL)
+            .find(|&k| 1.0 - lower(k) > Z_TAIL)
             .unwrap_or(lo)
             .max(lo);
-        let pmf: Vec<f64> = (lo..=hi)
-            .map(|k| (cdf(c, k as f64 + 0.5) - cdf(c, k as f64 - 0.5)).max(0.0))
-            .collect();
-        let tail = cdf(c, lo as f64 - 0.5) + (1.0 - cdf(c, hi as f64 + 0.5));
+        let pmf: Vec<f64> = (lo..=hi).map(|k| (upper(k) - lower(k)).max(0.0)).collect();
+        let tail = lower(lo) + (1.0 - upper(hi));
         specs.push((lo as i32, pmf, tail.max(1e-9)));
     }
     Ok(FactorizedModel::from_probabilities(&specs)?)

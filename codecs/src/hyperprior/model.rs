@@ -16,8 +16,8 @@
 //! [`super::hs_cpu`], never in Burn, so the scale indices agree on every machine.
 
 use burn::module::{Module, Param};
-use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
+use burn::nn::{Initializer, PaddingConfig2d};
 use burn::tensor::activation::{leaky_relu, sigmoid, softplus};
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
@@ -82,24 +82,47 @@ impl HyperpriorConfig {
 
     /// A fresh, randomly initialized network.
     pub fn init(&self, device: &Device) -> Hyperprior {
+        self.build(device, true)
+    }
+
+    /// A network whose convolution weights are zeros, to be overwritten by loaded weights (skips
+    /// drawing millions of random numbers).
+    pub fn init_for_loading(&self, device: &Device) -> Hyperprior {
+        self.build(device, false)
+    }
+
+    fn build(&self, device: &Device, random: bool) -> Hyperprior {
         let (n, m) = (self.n, self.m);
+        let zeros = (!random).then_some(Initializer::Zeros);
         let down = |cin, cout| {
-            Conv2dConfig::new([cin, cout], [5, 5])
+            let c = Conv2dConfig::new([cin, cout], [5, 5])
                 .with_stride([2, 2])
-                .with_padding(PaddingConfig2d::Explicit(2, 2, 2, 2))
-                .init(device)
+                .with_padding(PaddingConfig2d::Explicit(2, 2, 2, 2));
+            match &zeros {
+                Some(z) => c.with_initializer(z.clone()),
+                None => c,
+            }
+            .init(device)
         };
         let up = |cin, cout| {
-            ConvTranspose2dConfig::new([cin, cout], [5, 5])
+            let c = ConvTranspose2dConfig::new([cin, cout], [5, 5])
                 .with_stride([2, 2])
                 .with_padding([2, 2])
-                .with_padding_out([1, 1])
-                .init(device)
+                .with_padding_out([1, 1]);
+            match &zeros {
+                Some(z) => c.with_initializer(z.clone()),
+                None => c,
+            }
+            .init(device)
         };
         let same = |cin, cout| {
-            Conv2dConfig::new([cin, cout], [3, 3])
-                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-                .init(device)
+            let c = Conv2dConfig::new([cin, cout], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1));
+            match &zeros {
+                Some(z) => c.with_initializer(z.clone()),
+                None => c,
+            }
+            .init(device)
         };
         // Gains start at √(λ_l / λ_mid): the step size that balances rate and MSE scales as 1/√λ.
         let mid = LAMBDAS[(self.levels - 1) / 2];

@@ -106,7 +106,7 @@ pub fn load(bytes: &[u8], device: &Device) -> Result<(HyperpriorConfig, Hyperpri
         .map_err(|e| CodecError::Weights(format!("damaged weights file: {e:?}")))?
         .cast_to_module_dtype();
     let model = config
-        .init(device)
+        .init_for_loading(device)
         .try_load_record(record)
         .map_err(|e| CodecError::Weights(format!("they do not fit the model: {e:?}")))?;
     Ok((config, model))
