@@ -3,6 +3,13 @@
 use clap::Parser;
 
 fn main() {
+    // burn puts optimizer state loaded by `train --resume` on `Device::default()`, which prefers a GPU
+    // and would start one (or fail on a machine without a Vulkan driver) even for `--backend cpu`.
+    // Pin the default to the CPU; the state moves to the training device on the first step.
+    if std::env::var_os("BURN_DEVICE").is_none() {
+        // SAFETY: first statement of `main`, before any other thread exists.
+        unsafe { std::env::set_var("BURN_DEVICE", "flex") };
+    }
     let args = match ncodec::cli::Args::try_parse() {
         Ok(args) => args,
         Err(e) => {
