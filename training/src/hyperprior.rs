@@ -118,8 +118,9 @@ fn latest(out: &Path) -> Option<PathBuf> {
     dir.is_dir().then_some(dir)
 }
 
-/// Trains (or resumes, with `resume`) into the run folder `out` on `backend`. `options.steps` may
-/// grow on resume; the other options come from `run.json`.
+/// Trains (or resumes, with `resume`) into the run folder `out` on `backend`. On resume,
+/// `options.steps` may grow and the data folders are taken from `options`; the other options come
+/// from `run.json`.
 ///
 /// # Errors
 /// A message for unreadable data, a run folder that already holds a run (without `resume`), or a
@@ -145,8 +146,12 @@ pub fn train(
                 &std::fs::read(out.join("run.json")).map_err(|e| format!("run.json: {e}"))?,
             )
             .map_err(|e| format!("run.json: {e}"))?;
+            // The run folder may have moved to another machine: the data folders come from the
+            // command line, everything else from run.json.
             TrainOptions {
                 steps: options.steps.max(saved.steps),
+                data: options.data.clone(),
+                val: options.val.clone().or(saved.val),
                 ..saved
             }
         }

@@ -149,8 +149,8 @@ impl HyperpriorCodec {
             message,
         })?;
         let z_model = bottleneck_tables(&model)?;
-        let log_gain = values(model.log_gain.val())?;
-        let log_inv_gain = values(model.log_inv_gain.val())?;
+        let log_gain = values(model.log_gain.val().mul_scalar(model::GAIN_SCALE))?;
+        let log_inv_gain = values(model.log_inv_gain.val().mul_scalar(model::GAIN_SCALE))?;
         Ok(Self {
             device,
             config,

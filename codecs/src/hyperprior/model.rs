@@ -32,6 +32,12 @@ pub const SCALE_MIN: f64 = 0.11;
 pub const LAMBDAS: [f64; 8] = [
     0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800,
 ];
+/// The gain parameters hold `log(gain) / GAIN_SCALE`, so Adam moves the log-gains `GAIN_SCALE`
+/// times faster than the convolution weights (the rate of each level settles in hundreds of steps
+/// instead of thousands).
+pub const GAIN_SCALE: f32 = 8.0;
+/// Initial gain of the middle quality level.
+pub const GAIN_AT_MID: f64 = 4.0;
 /// The input side must be a multiple of this (four stride-2 layers, then two more in `h_a`).
 pub const ALIGN: usize = 64;
 
@@ -124,11 +130,12 @@ impl HyperpriorConfig {
             }
             .init(device)
         };
-        // Gains start at √(λ_l / λ_mid): the step size that balances rate and MSE scales as 1/√λ.
+        // Gains start at GAIN_AT_MID·√(λ_l / λ_mid): the step size that balances rate and MSE scales
+        // as 1/√λ, and GAIN_AT_MID lifts the small latents of a fresh g_a above the rounding step.
         let mid = LAMBDAS[(self.levels - 1) / 2];
         let mut log_gain = Vec::with_capacity(self.levels * m);
         for lambda in LAMBDAS.iter().take(self.levels) {
-            let g = 0.5 * (lambda / mid).ln();
+            let g = (GAIN_AT_MID.ln() + 0.5 * (lambda / mid).ln()) / f64::from(GAIN_SCALE);
             log_gain.extend(std::iter::repeat_n(g as f32, m));
         }
         let gain = Tensor::<2>::from_data(TensorData::new(log_gain, [self.levels, m]), device);
@@ -290,9 +297,9 @@ pub struct Hyperprior {
     pub hs_up: Vec<ConvTranspose2d>,
     /// Hyper-synthesis output convolution (scales, then means).
     pub hs_out: Conv2d,
-    /// Log gain per quality level and channel, `[L, M]`.
+    /// Log gain per quality level and channel divided by [`GAIN_SCALE`], `[L, M]`.
     pub log_gain: Param<Tensor<2>>,
-    /// Log inverse gain per quality level and channel, `[L, M]`.
+    /// Log inverse gain per quality level and channel divided by [`GAIN_SCALE`], `[L, M]`.
     pub log_inv_gain: Param<Tensor<2>>,
     /// The factorized prior of `z`.
     pub bottleneck: EntropyBottleneck,
@@ -362,7 +369,7 @@ impl Hyperprior {
 
     /// Per-sample gains `[B, M, 1, 1]` for integer levels `levels` (one per sample).
     fn gains(&self, table: &Param<Tensor<2>>, levels: Tensor<1, Int>) -> Tensor<4> {
-        let g = table.val().select(0, levels).exp();
+        let g = table.val().select(0, levels).mul_scalar(GAIN_SCALE).exp();
         let [b, m] = g.dims();
         g.reshape([b, m, 1, 1])
     }
