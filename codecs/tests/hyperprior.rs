@@ -219,6 +219,20 @@ fn foreign_truncated_and_damaged_files_are_errors() {
         }
         let _ = codec.decode_image(&f, &limits);
     }
+    // Random bytes flipped inside the streams (behind valid CRCs): an error or garbage pixels,
+    // never a panic, and a decoded image always has the declared size.
+    let mut rng = ncodec_bitstream::conformance::SplitMix64(5);
+    for _ in 0..200 {
+        let mut f = coded.container.clone();
+        let s = &mut f.streams[rng.below(2) as usize];
+        for _ in 0..=rng.below(4) {
+            let i = rng.below(s.data.len() as u64) as usize;
+            s.data[i] ^= 1 << rng.below(8);
+        }
+        if let Ok(img) = codec.decode_image(&f, &limits) {
+            assert_eq!(img.dimensions(), (64, 64));
+        }
+    }
     // Absurd dimensions are refused before any allocation.
     let mut huge = coded.container.clone();
     huge.media = ncodec_bitstream::MediaInfo::Image {
