@@ -75,11 +75,22 @@ fn bounds(series: &[Series], log: bool) -> ((f64, f64), (f64, f64)) {
     ((x0 - xpad, x1 + xpad), (y0 - 0.05 * dy, y1 + 0.05 * dy))
 }
 
+/// How a panel labels its axes.
+struct Axes<'a> {
+    x_desc: &'a str,
+    y_desc: &'a str,
+    x_label: &'a dyn Fn(&f64) -> String,
+    y_digits: usize,
+    /// Mark each point with a dot (RD curves) or not (training logs).
+    dots: bool,
+    legend: SeriesLabelPosition,
+}
+
 fn panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
     series: &[Series],
     caption: &str,
-    y_desc: &str,
+    axes: &Axes<'_>,
     log: bool,
 ) -> Result<(), String> {
     let ((x0, x1), (y0, y1)) = bounds(series, log);
@@ -90,24 +101,13 @@ fn panel<DB: DrawingBackend>(
         .y_label_area_size(60)
         .build_cartesian_2d(x0..x1, y0..y1)
         .map_err(|e| e.to_string())?;
-    let fmt_x = |v: &f64| {
-        let r = if log { 10f64.powf(*v) } else { *v };
-        if r < 0.1 {
-            format!("{r:.3}")
-        } else {
-            format!("{r:.2}")
-        }
-    };
+    let digits = axes.y_digits;
     chart
         .configure_mesh()
-        .x_desc(if log {
-            "bits per pixel (log scale)"
-        } else {
-            "bits per pixel"
-        })
-        .y_desc(y_desc)
-        .x_label_formatter(&fmt_x)
-        .y_label_formatter(&|v| format!("{v:.1}"))
+        .x_desc(axes.x_desc)
+        .y_desc(axes.y_desc)
+        .x_label_formatter(axes.x_label)
+        .y_label_formatter(&|v| format!("{v:.digits$}"))
         .label_style(("sans-serif", 15))
         .axis_desc_style(("sans-serif", 17))
         .light_line_style(RGBColor(235, 235, 235))
@@ -123,18 +123,51 @@ fn panel<DB: DrawingBackend>(
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 22, y)], color.stroke_width(3))
             });
-        chart
-            .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
-            .map_err(|e| e.to_string())?;
+        if axes.dots {
+            chart
+                .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                .map_err(|e| e.to_string())?;
+        }
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
+        .position(axes.legend.clone())
         .background_style(WHITE.mix(0.85))
         .border_style(RGBColor(160, 160, 160))
         .label_font(("sans-serif", 15))
         .draw()
         .map_err(|e| e.to_string())
+}
+
+/// The axes of a rate-distortion panel.
+fn rd_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    series: &[Series],
+    caption: &str,
+    y_desc: &str,
+    log: bool,
+) -> Result<(), String> {
+    let fmt_x = |v: &f64| {
+        let r = if log { 10f64.powf(*v) } else { *v };
+        if r < 0.1 {
+            format!("{r:.3}")
+        } else {
+            format!("{r:.2}")
+        }
+    };
+    let axes = Axes {
+        x_desc: if log {
+            "bits per pixel (log scale)"
+        } else {
+            "bits per pixel"
+        },
+        y_desc,
+        x_label: &fmt_x,
+        y_digits: 1,
+        dots: true,
+        legend: SeriesLabelPosition::LowerRight,
+    };
+    panel(area, series, caption, &axes, log)
 }
 
 /// Draws the curves into a PNG at `path`. Curves without an MS-SSIM series appear only in the PSNR
@@ -184,7 +217,7 @@ pub fn plot_rd(curves: &[RdCurve], path: &Path, opts: &PlotOptions) -> Result<()
         .titled(&opts.title, ("sans-serif", 28))
         .map_err(|e| err(e.to_string()))?;
     let (left, right) = root.split_horizontally(opts.size.0 / 2);
-    panel(&left, &psnr, "PSNR", "PSNR-RGB [dB]", opts.log_rate).map_err(err)?;
+    rd_panel(&left, &psnr, "PSNR", "PSNR-RGB [dB]", opts.log_rate).map_err(err)?;
     if msssim.is_empty() {
         right
             .draw_text(
@@ -194,7 +227,7 @@ pub fn plot_rd(curves: &[RdCurve], path: &Path, opts: &PlotOptions) -> Result<()
             )
             .map_err(|e| err(e.to_string()))?;
     } else {
-        panel(
+        rd_panel(
             &right,
             &msssim,
             "MS-SSIM",
@@ -206,50 +239,21 @@ pub fn plot_rd(curves: &[RdCurve], path: &Path, opts: &PlotOptions) -> Result<()
     root.present().map_err(|e| err(e.to_string()))
 }
 
-fn line_panel<DB: DrawingBackend>(
+fn step_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
     series: &[Series],
     caption: &str,
     y_desc: &str,
 ) -> Result<(), String> {
-    let ((x0, x1), (y0, y1)) = bounds(series, false);
-    let mut chart = ChartBuilder::on(area)
-        .caption(caption, ("sans-serif", 22))
-        .margin(18)
-        .x_label_area_size(50)
-        .y_label_area_size(60)
-        .build_cartesian_2d(x0..x1, y0..y1)
-        .map_err(|e| e.to_string())?;
-    chart
-        .configure_mesh()
-        .x_desc("step")
-        .y_desc(y_desc)
-        .x_label_formatter(&|v| format!("{v:.0}"))
-        .y_label_formatter(&|v| format!("{v:.2}"))
-        .label_style(("sans-serif", 15))
-        .axis_desc_style(("sans-serif", 17))
-        .light_line_style(RGBColor(235, 235, 235))
-        .bold_line_style(RGBColor(200, 200, 200))
-        .draw()
-        .map_err(|e| e.to_string())?;
-    for (i, (name, pts)) in series.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
-        chart
-            .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
-            .map_err(|e| e.to_string())?
-            .label(name.clone())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 22, y)], color.stroke_width(3))
-            });
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(RGBColor(160, 160, 160))
-        .label_font(("sans-serif", 15))
-        .draw()
-        .map_err(|e| e.to_string())
+    let axes = Axes {
+        x_desc: "step",
+        y_desc,
+        x_label: &|v| format!("{v:.0}"),
+        y_digits: 2,
+        dots: false,
+        legend: SeriesLabelPosition::UpperRight,
+    };
+    panel(area, series, caption, &axes, false)
 }
 
 /// Draws `loss.png` in a training run folder: the training loss (moving average of 100 steps) and
@@ -312,7 +316,7 @@ pub fn plot_training(run: &Path) -> Result<(), PlotError> {
     let root = BitMapBackend::new(&path, size).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
     let areas = root.split_evenly((1, 3));
-    line_panel(
+    step_panel(
         &areas[0],
         &[("λ·255²·MSE + bpp".to_string(), loss)],
         "Training loss (mean of 100 steps)",
@@ -320,8 +324,8 @@ pub fn plot_training(run: &Path) -> Result<(), PlotError> {
     )
     .map_err(err)?;
     if !val.is_empty() {
-        line_panel(&areas[1], &val, "Validation PSNR", "PSNR-RGB [dB]").map_err(err)?;
-        line_panel(&areas[2], &val_bpp, "Validation rate", "bits per pixel").map_err(err)?;
+        step_panel(&areas[1], &val, "Validation PSNR", "PSNR-RGB [dB]").map_err(err)?;
+        step_panel(&areas[2], &val_bpp, "Validation rate", "bits per pixel").map_err(err)?;
     }
     root.present().map_err(|e| err(e.to_string()))
 }

@@ -34,6 +34,44 @@ struct Layer {
     b: Vec<f32>,
 }
 
+impl Layer {
+    /// Re-lays Burn's weight (`[cin, cout, k, k]` if `up`, else `[cout, cin, k, k]`) out as
+    /// `[ky][kx][cin][cout]`.
+    fn new(
+        weight: burn::tensor::Tensor<4>,
+        bias: Option<&burn::module::Param<burn::tensor::Tensor<1>>>,
+        up: bool,
+    ) -> Result<Self, String> {
+        let (d, w) = tensor_values(weight)?;
+        let (cin, cout, k) = if up {
+            (d[0], d[1], d[2])
+        } else {
+            (d[1], d[0], d[2])
+        };
+        let mut r = vec![0.0f32; w.len()];
+        for ci in 0..cin {
+            for co in 0..cout {
+                let src = if up { ci * cout + co } else { co * cin + ci } * k * k;
+                for t in 0..k * k {
+                    r[(t * cin + ci) * cout + co] = w[src + t];
+                }
+            }
+        }
+        let b = match bias {
+            Some(b) => tensor_values(b.val())?.1,
+            None => vec![0.0; cout],
+        };
+        Ok(Self {
+            cin,
+            cout,
+            k,
+            up,
+            w: r,
+            b,
+        })
+    }
+}
+
 /// A feature map, `[H][W][C]` (channels innermost).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hwc {
@@ -75,59 +113,11 @@ impl HyperSynthesisCpu {
         let mut layers = Vec::new();
         for conv in &model.hs_up {
             // Burn's transposed convolution weight is [cin, cout, k, k].
-            let (d, w) = tensor_values(conv.weight.val())?;
-            let (cin, cout, k) = (d[0], d[1], d[2]);
-            let mut r = vec![0.0f32; w.len()];
-            for ci in 0..cin {
-                for co in 0..cout {
-                    for ky in 0..k {
-                        for kx in 0..k {
-                            r[((ky * k + kx) * cin + ci) * cout + co] =
-                                w[((ci * cout + co) * k + ky) * k + kx];
-                        }
-                    }
-                }
-            }
-            let b = match &conv.bias {
-                Some(b) => tensor_values(b.val())?.1,
-                None => vec![0.0; cout],
-            };
-            layers.push(Layer {
-                cin,
-                cout,
-                k,
-                up: true,
-                w: r,
-                b,
-            });
+            layers.push(Layer::new(conv.weight.val(), conv.bias.as_ref(), true)?);
         }
-        let conv = &model.hs_out;
         // Burn's convolution weight is [cout, cin, k, k].
-        let (d, w) = tensor_values(conv.weight.val())?;
-        let (cout, cin, k) = (d[0], d[1], d[2]);
-        let mut r = vec![0.0f32; w.len()];
-        for co in 0..cout {
-            for ci in 0..cin {
-                for ky in 0..k {
-                    for kx in 0..k {
-                        r[((ky * k + kx) * cin + ci) * cout + co] =
-                            w[((co * cin + ci) * k + ky) * k + kx];
-                    }
-                }
-            }
-        }
-        let b = match &conv.bias {
-            Some(b) => tensor_values(b.val())?.1,
-            None => vec![0.0; cout],
-        };
-        layers.push(Layer {
-            cin,
-            cout,
-            k,
-            up: false,
-            w: r,
-            b,
-        });
+        let conv = &model.hs_out;
+        layers.push(Layer::new(conv.weight.val(), conv.bias.as_ref(), false)?);
         let threads = thread::available_parallelism()
             .map_or(1, |n| n.get())
             .min(16);
