@@ -139,8 +139,14 @@ fn quality_changes_the_rate_and_out_of_range_is_refused() {
             .len()
     };
     assert!(size(8.0) > size(1.0), "higher quality must cost more bits");
-    let e = codec.encode_image(&img, 9.0).expect_err("q 9");
-    assert!(e.to_string().contains("outside"), "{e}");
+    assert!(
+        size(1.0) > size(0.3),
+        "below level 1 the step grows and the rate falls"
+    );
+    for q in [9.0, 0.05] {
+        let e = codec.encode_image(&img, q).expect_err("out of range");
+        assert!(e.to_string().contains("outside"), "{e}");
+    }
     let e = codec.encode_to_rate(&img, 1e-6).expect_err("too low");
     assert!(e.to_string().contains("lowest rate"), "{e}");
 }

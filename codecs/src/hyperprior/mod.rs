@@ -36,6 +36,10 @@ const INFO: CodecInfo = CodecInfo {
     description: "mean-scale hyperprior (Minnen 2018) with gain-vector variable rate; -q 1..8 or -q 0.25bpp",
 };
 
+/// Lowest quality: levels in `[QUALITY_MIN, 1)` keep the gains of level 1 and multiply its
+/// quantization step by `1/q`, reaching rates below the trained ladder (with lower quality).
+pub const QUALITY_MIN: f32 = 0.1;
+
 /// Stream label of the hyper-latent `ẑ`.
 pub const STREAM_Z: u8 = 0;
 /// Stream label of the latent `ŷ`.
@@ -184,12 +188,20 @@ impl HyperpriorCodec {
 
     /// The range of `-q` levels.
     pub fn quality_range(&self) -> (f32, f32) {
-        (1.0, self.config.levels as f32)
+        (QUALITY_MIN, self.config.levels as f32)
     }
 
-    /// The gain vector of quality `q` (log-linear interpolation between ladder points).
-    fn gain(&self, table: &[f32], q: f32) -> Vec<f32> {
+    /// The gain vector (or with `inverse` the inverse gain) of quality `q`: log-linear
+    /// interpolation between ladder points, and a step `1/q` times coarser below level 1.
+    fn gain(&self, table: &[f32], q: f32, inverse: bool) -> Vec<f32> {
         let m = self.config.m;
+        // Below level 1 the quantization step of level 1 grows as 1/q.
+        let coarser = if q < 1.0 {
+            q.max(QUALITY_MIN).ln()
+        } else {
+            0.0
+        };
+        let coarser = if inverse { -coarser } else { coarser };
         let last = self.config.levels - 1;
         let pos = (q - 1.0).clamp(0.0, last as f32);
         let l = (pos.floor() as usize).min(last.saturating_sub(1));
@@ -198,7 +210,7 @@ impl HyperpriorCodec {
         let b = &table[(l + 1).min(last) * m..((l + 1).min(last) + 1) * m];
         a.iter()
             .zip(b)
-            .map(|(&a, &b)| ((1.0 - t) * a + t * b).exp())
+            .map(|(&a, &b)| ((1.0 - t) * a + t * b + coarser).exp())
             .collect()
     }
 
@@ -365,7 +377,7 @@ impl HyperpriorCodec {
     /// [`CodecError`] if the device or the entropy coder fails.
     pub fn encode_latent(&self, y: &Latent, q: f32, width: u32, height: u32) -> Result<Coded> {
         self.check_quality(q)?;
-        let gain = self.gain(&self.log_gain, q);
+        let gain = self.gain(&self.log_gain, q, false);
         let plane = y.h * y.w;
         let scaled: Vec<f32> = y
             .data
@@ -522,7 +534,7 @@ impl HyperpriorCodec {
         let y_sym = self
             .y_model
             .decode(&file.stream(STREAM_Y)?.data, &indices)?;
-        let inv = self.gain(&self.log_inv_gain, q);
+        let inv = self.gain(&self.log_inv_gain, q, true);
         let plane = lh * lw;
         let data = y_sym
             .iter()
