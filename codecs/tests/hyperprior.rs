@@ -139,16 +139,6 @@ fn quality_changes_the_rate_and_out_of_range_is_refused() {
             .len()
     };
     assert!(size(8.0) > size(1.0), "higher quality must cost more bits");
-    // Below level 1 the step grows: the symbols shrink (random weights promise nothing about the
-    // rate; the trained weights' rate is tested by the README job in tests/hyperprior_cli.rs).
-    let magnitude = |q| -> i64 {
-        let c = codec.encode_image(&img, q).expect("encode");
-        c.y.iter().map(|v| i64::from(v.abs())).sum()
-    };
-    assert!(
-        magnitude(0.2) < magnitude(1.0),
-        "a coarser step must give smaller symbols"
-    );
     for q in [9.0, 0.05] {
         let e = codec.encode_image(&img, q).expect_err("out of range");
         assert!(e.to_string().contains("outside"), "{e}");

@@ -745,3 +745,38 @@ impl Codec for HyperpriorEntry {
         Ok(Media::Image(self.get()?.decode_image(file, limits)?))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn below_level_one_the_step_grows_as_one_over_q() {
+        let device = crate::Backend::Cpu.device();
+        let cfg = HyperpriorConfig::TINY;
+        let codec =
+            HyperpriorCodec::from_model(cfg.init(&device), cfg, ModelId([0; 8]), device).unwrap();
+        let at = |q, inverse| {
+            let table = if inverse {
+                &codec.log_inv_gain
+            } else {
+                &codec.log_gain
+            };
+            codec.gain(table, q, inverse)
+        };
+        for (g1, g) in at(1.0, false).iter().zip(at(0.25, false)) {
+            assert!((g - g1 * 0.25).abs() <= 1e-5 * g1, "{g} vs {g1}");
+        }
+        for (g1, g) in at(1.0, true).iter().zip(at(0.25, true)) {
+            assert!((g - g1 * 4.0).abs() <= 1e-5 * g1 * 4.0, "{g} vs {g1}");
+        }
+        // Continuous at 1 and log-linear between ladder points.
+        let (a, b, mid) = (at(2.0, false), at(3.0, false), at(2.5, false));
+        for ((a, b), m) in a.iter().zip(&b).zip(&mid) {
+            assert!((m - (a * b).sqrt()).abs() <= 1e-5 * m);
+        }
+        assert_eq!(at(0.999_999_9, false).len(), cfg.m);
+    }
+}
