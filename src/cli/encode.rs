@@ -17,7 +17,8 @@ pub struct EncodeArgs {
     /// Output .ncd file (default: the input with extension .ncd).
     #[arg(short, long)]
     pub output: Option<PathBuf>,
-    /// Quality level (e.g. 4) or target rate (e.g. 0.25bpp, 64kbps).
+    /// Quality level (hyperprior: 1..8, fractional values interpolate, 0.1..1 coarsens level 1's
+    /// quantization step) or target rate (e.g. 0.25bpp, 64kbps): the highest quality whose file fits.
     #[arg(short, long, default_value = "4")]
     pub quality: Quality,
     /// Codec (default: hyperprior for images, walloc-audio for WAV, odvae for video).
