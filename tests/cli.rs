@@ -3,23 +3,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use common::{ncodec, text};
 
 use ncodec_bitstream::conformance::{SplitMix64, golden_set};
 
-fn ncodec(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ncodec"))
-        .args(args)
-        .output()
-        .expect("the ncodec binary runs")
-}
-
 fn golden(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/golden/{name}.ncd"))
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 #[test]

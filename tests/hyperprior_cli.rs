@@ -4,21 +4,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use common::{ncodec, text};
 
 use ncodec_codecs::Backend;
 use ncodec_codecs::hyperprior::{HyperpriorConfig, weights};
-
-fn ncodec(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ncodec"))
-        .args(args)
-        .output()
-        .expect("the ncodec binary runs")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 fn sample() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/samples/coffee.png")
