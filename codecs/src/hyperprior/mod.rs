@@ -82,6 +82,15 @@ pub struct Coded {
     pub y: Vec<i32>,
 }
 
+/// The symbols a decoder read from a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Symbols {
+    /// The `ẑ` symbols.
+    pub z: Vec<i32>,
+    /// The `⌊y − μ⌉` symbols.
+    pub y: Vec<i32>,
+}
+
 /// The hyperprior codec with loaded weights.
 pub struct HyperpriorCodec {
     device: Device,
@@ -481,7 +490,7 @@ impl HyperpriorCodec {
     ///
     /// # Errors
     /// [`CodecError`] for a damaged or foreign file.
-    pub fn decode_latent(&self, file: &Container, limits: &Limits) -> Result<(Latent, Coded)> {
+    pub fn decode_latent(&self, file: &Container, limits: &Limits) -> Result<(Latent, Symbols)> {
         if file.codec != CodecId::HYPERPRIOR {
             return Err(CodecError::Unsupported(format!(
                 "not a hyperprior file (codec {})",
@@ -549,11 +558,7 @@ impl HyperpriorCodec {
                 w: lw,
                 data,
             },
-            Coded {
-                container: file.clone(),
-                z: z_sym,
-                y: y_sym,
-            },
+            Symbols { z: z_sym, y: y_sym },
         ))
     }
 
