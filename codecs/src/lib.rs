@@ -13,6 +13,8 @@ pub mod error;
 pub mod hyperprior;
 pub mod media;
 pub mod registry;
+pub mod walloc;
+pub mod weights;
 
 pub use backend::Backend;
 pub use codec::{Codec, CodecInfo, EncodeOptions, Media, Quality};

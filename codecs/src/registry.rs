@@ -7,6 +7,7 @@ use crate::codec::Codec;
 use crate::conformance::ConformanceCodec;
 use crate::error::{CodecError, Result};
 use crate::hyperprior::HyperpriorEntry;
+use crate::walloc::{Medium, WallocEntry};
 
 /// Every codec id ncodec has assigned, with its media kind: implemented or not, so that errors can
 /// say precisely what is missing.
@@ -63,17 +64,51 @@ impl CodecRegistry {
 
     /// Every codec built into this ncodec, running on `backend`.
     pub fn builtin(backend: Backend) -> Self {
-        Self::builtin_with(backend, None)
+        // Without a weights file there is nothing to refuse.
+        Self::builtin_with(backend, None).unwrap_or_else(|_| Self::empty(backend))
     }
 
-    /// Every codec built into this ncodec, with the hyperprior using the weights file `hyperprior`
-    /// (bytes of a `weights.ncw` written by `ncodec train`) instead of the shipped weights.
-    /// Weights are loaded on first use.
-    pub fn builtin_with(backend: Backend, hyperprior: Option<Vec<u8>>) -> Self {
+    /// Every codec built into this ncodec; the codec that the weights file `weights` (bytes of a
+    /// `weights.ncw` written by `ncodec train`) was made for uses it instead of its shipped
+    /// weights. Weights are loaded on first use.
+    ///
+    /// # Errors
+    /// [`CodecError::Weights`] if `weights` is not a weights file of a codec of this build.
+    pub fn builtin_with(backend: Backend, weights: Option<Vec<u8>>) -> Result<Self> {
+        let owner = match &weights {
+            Some(bytes) => Some(crate::weights::codec_of(bytes).ok_or_else(|| {
+                CodecError::Weights("not an ncodec weights file (bad magic or header)".into())
+            })?),
+            None => None,
+        };
+        let mine = |name: &str| {
+            if owner.as_deref() == Some(name) {
+                weights.clone()
+            } else {
+                None
+            }
+        };
         let mut r = Self::empty(backend);
         r.register(Box::new(ConformanceCodec));
-        r.register(Box::new(HyperpriorEntry::new(backend, hyperprior)));
-        r
+        r.register(Box::new(HyperpriorEntry::new(backend, mine("hyperprior"))));
+        r.register(Box::new(WallocEntry::new(
+            Medium::Image,
+            backend,
+            mine("walloc-image"),
+        )));
+        r.register(Box::new(WallocEntry::new(
+            Medium::Audio,
+            backend,
+            mine("walloc-audio"),
+        )));
+        if let Some(name) = owner
+            && r.codecs.iter().all(|c| c.info().name != name)
+        {
+            return Err(CodecError::Weights(format!(
+                "the weights file is for codec '{name}', which this build does not have"
+            )));
+        }
+        Ok(r)
     }
 
     /// Adds a codec (replacing one with the same id).

@@ -53,6 +53,32 @@ pub fn run(args: &DecodeArgs, registry: &CodecRegistry) -> Result<()> {
         .unwrap_or_else(|| args.input.with_extension(ext));
     write_atomic(&out, &bytes)?;
     println!("{} → {}", args.input.display(), out.display());
+    if let (Some(original), Media::Audio(decoded)) = (&args.compare, &media) {
+        let reference = ncodec_codecs::media::audio::read_wav_file(original, &limits)
+            .with_context(|| format!("reading {}", original.display()))?;
+        if reference.samples.len() != decoded.samples.len()
+            || reference.channels != decoded.channels
+        {
+            anyhow::bail!(
+                "{} has {} samples in {} channel(s), the decoded audio {} in {}",
+                original.display(),
+                reference.samples.len(),
+                reference.channels,
+                decoded.samples.len(),
+                decoded.channels
+            );
+        }
+        let f = |v: &[f32]| v.iter().map(|&s| f64::from(s)).collect::<Vec<_>>();
+        let (x, y) = (f(&reference.samples), f(&decoded.samples));
+        let snr = ncodec_training::metrics::snr(&x, &y)?;
+        // Segmental SNR over 20 ms frames of interleaved samples.
+        let frame = (reference.sample_rate as usize / 50).max(1) * usize::from(reference.channels);
+        let seg = ncodec_training::metrics::segmental_snr(&x, &y, frame)?;
+        let kbps = std::fs::metadata(&args.input)?.len() as f64 * 8.0
+            / reference.seconds().max(1e-9)
+            / 1000.0;
+        println!("{kbps:.2} kbps, SNR {snr:.2} dB, segmental SNR {seg:.2} dB");
+    }
     if let (Some(original), Media::Image(img)) = (&args.compare, &media) {
         let (reference, _) = ncodec_codecs::media::picture::load_rgb8(original)
             .with_context(|| format!("reading {}", original.display()))?;

@@ -18,10 +18,12 @@ pub struct EncodeArgs {
     #[arg(short, long)]
     pub output: Option<PathBuf>,
     /// Quality level (hyperprior: 1..8, fractional values interpolate, 0.1..1 coarsens level 1's
-    /// quantization step) or target rate (e.g. 0.25bpp, 64kbps): the highest quality whose file fits.
+    /// quantization step; walloc-image and walloc-audio: 1..8) or target rate (e.g. 0.25bpp for
+    /// images, 64kbps for audio): the highest quality whose file fits.
     #[arg(short, long, default_value = "4")]
     pub quality: Quality,
-    /// Codec (default: hyperprior for images, walloc-audio for WAV, odvae for video).
+    /// Codec (default: hyperprior for images, walloc-audio for WAV, odvae for video; walloc-image
+    /// for images on request).
     #[arg(long)]
     pub codec: Option<String>,
 }
@@ -59,6 +61,13 @@ pub fn run(args: &EncodeArgs, registry: &CodecRegistry) -> Result<()> {
             }
             Media::Image(img)
         }
+        "audio" => Media::Audio(
+            ncodec_codecs::media::audio::read_wav_file(
+                &args.input,
+                &ncodec_bitstream::Limits::default(),
+            )
+            .with_context(|| format!("reading {}", args.input.display()))?,
+        ),
         other => bail!("reading {other} input is not available in this build"),
     };
     let file = codec.encode(
@@ -80,6 +89,17 @@ pub fn run(args: &EncodeArgs, registry: &CodecRegistry) -> Result<()> {
             out.display(),
             bytes.len(),
             bytes.len() as f64 * 8.0 / (f64::from(img.width()) * f64::from(img.height())),
+            file.params.quality
+        ),
+        Media::Audio(a) => println!(
+            "{} → {} ({} bytes, {:.2} kbps, {} Hz, {} channel(s), {:.2} s, quality {})",
+            args.input.display(),
+            out.display(),
+            bytes.len(),
+            bytes.len() as f64 * 8.0 / a.seconds().max(1e-9) / 1000.0,
+            a.sample_rate,
+            a.channels,
+            a.seconds(),
             file.params.quality
         ),
         _ => println!(

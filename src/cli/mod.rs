@@ -75,7 +75,7 @@ pub fn run(args: Args) -> Result<()> {
     }
 }
 
-/// The codecs on `backend`, with the hyperprior weights from `weights` if given.
+/// The codecs on `backend`; the codec a weights file `weights` was made for uses it.
 ///
 /// # Errors
 /// An unreadable weights file.
@@ -83,5 +83,6 @@ pub fn registry(backend: Backend, weights: Option<&std::path::Path>) -> Result<C
     let bytes = weights
         .map(|p| std::fs::read(p).with_context(|| format!("reading weights {}", p.display())))
         .transpose()?;
-    Ok(CodecRegistry::builtin_with(backend, bytes))
+    let shown = weights.map(|p| p.display().to_string()).unwrap_or_default();
+    CodecRegistry::builtin_with(backend, bytes).with_context(|| format!("weights {shown}"))
 }

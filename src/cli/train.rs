@@ -6,20 +6,27 @@ use anyhow::{Result, anyhow, bail};
 use clap::Args;
 use ncodec_codecs::Backend;
 use ncodec_codecs::hyperprior::HyperpriorConfig;
+use ncodec_codecs::walloc::Medium;
 use ncodec_training::hyperprior::{TrainOptions, train};
+use ncodec_training::walloc::WallocTrainOptions;
 
 /// Arguments of `ncodec train`.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// Codec to train (hyperprior; walloc-image and walloc-audio are planned).
+    /// Codec to train: hyperprior, walloc-image or walloc-audio.
     #[arg(long)]
     pub codec: String,
     /// Folder of training media (searched recursively).
     #[arg(long)]
     pub data: PathBuf,
-    /// Folder of validation media (default: every 32nd file of --data, at most 12, held out).
+    /// Folder of validation media (default: every 32nd file of --data, at most 12, held out; for
+    /// audio every 8th WAV, at most 2).
     #[arg(long)]
     pub val: Option<PathBuf>,
+    /// Leave out files whose path contains any of these texts (comma-separated; WaLLoC only), e.g.
+    /// the evaluation split of a dataset.
+    #[arg(long, value_delimiter = ',')]
+    pub exclude: Vec<String>,
     /// Run folder for checkpoints, logs and the loss curve.
     #[arg(long)]
     pub out: PathBuf,
@@ -30,15 +37,33 @@ pub struct TrainArgs {
     /// Total number of optimizer steps.
     #[arg(long, default_value_t = 20_000)]
     pub steps: u64,
-    /// Samples per batch.
-    #[arg(long, default_value_t = 8)]
-    pub batch: usize,
-    /// Random crop side in pixels (a multiple of 64).
-    #[arg(long, default_value_t = 128)]
-    pub crop: usize,
-    /// Adam learning rate (divided by 10 for the last 15 % of the steps).
-    #[arg(long, default_value_t = 1e-4)]
-    pub lr: f64,
+    /// Samples per batch (default 8).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Random crop side in pixels (hyperprior: multiple of 64, default 128; walloc-image: multiple
+    /// of 2^J, default 128) or audio window in samples (walloc-audio: default 16384).
+    #[arg(long)]
+    pub crop: Option<usize>,
+    /// Adam learning rate, divided by 10 for the last 15 % of the steps (hyperprior default 1e-4,
+    /// WaLLoC 3e-4).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// WaLLoC: distortion weight α at quantization step 1 (loss α·MSE/s² + bits per position;
+    /// default 1000 for images, 2000 for audio).
+    #[arg(long)]
+    pub alpha: Option<f64>,
+    /// WaLLoC: latent channels (default 12 for images, 32 for audio).
+    #[arg(long)]
+    pub latent: Option<usize>,
+    /// WaLLoC: wavelet packet levels J (default 3 for images, 7 for audio).
+    #[arg(long)]
+    pub levels: Option<usize>,
+    /// WaLLoC: decoder width (default 96 for images, 128 for audio).
+    #[arg(long)]
+    pub hidden: Option<usize>,
+    /// WaLLoC: decoder residual blocks (default 3).
+    #[arg(long)]
+    pub blocks: Option<usize>,
     /// Channels N of the hidden layers and of z.
     #[arg(long, default_value_t = HyperpriorConfig::SHIPPED.n)]
     pub n: usize,
@@ -61,12 +86,29 @@ pub struct TrainArgs {
 /// # Errors
 /// Unknown codec, unreadable data, an existing run without --resume, or a training failure.
 pub fn run(args: &TrainArgs, backend: Backend, quiet: bool) -> Result<()> {
-    if args.codec != "hyperprior" {
-        bail!(
-            "training {} is not available in this build (trainable: hyperprior)",
-            args.codec
-        );
+    match args.codec.as_str() {
+        "hyperprior" => run_hyperprior(args, backend, quiet),
+        "walloc-image" => run_walloc(args, Medium::Image, backend, quiet),
+        "walloc-audio" => run_walloc(args, Medium::Audio, backend, quiet),
+        other => bail!(
+            "training {other} is not available in this build (trainable: hyperprior, walloc-image, walloc-audio)"
+        ),
     }
+}
+
+fn run_hyperprior(args: &TrainArgs, backend: Backend, quiet: bool) -> Result<()> {
+    let walloc_only = [
+        ("--alpha", args.alpha.is_some()),
+        ("--latent", args.latent.is_some()),
+        ("--levels", args.levels.is_some()),
+        ("--hidden", args.hidden.is_some()),
+        ("--blocks", args.blocks.is_some()),
+        ("--exclude", !args.exclude.is_empty()),
+    ];
+    if let Some((flag, _)) = walloc_only.iter().find(|f| f.1) {
+        bail!("{flag} is a WaLLoC option; the hyperprior takes --n and --m");
+    }
+    let defaults = TrainOptions::default();
     let options = TrainOptions {
         data: args.data.clone(),
         val: args.val.clone(),
@@ -76,13 +118,13 @@ pub fn run(args: &TrainArgs, backend: Backend, quiet: bool) -> Result<()> {
             ..HyperpriorConfig::SHIPPED
         },
         steps: args.steps,
-        batch: args.batch,
-        crop: args.crop,
-        lr: args.lr,
+        batch: args.batch.unwrap_or(defaults.batch),
+        crop: args.crop.unwrap_or(defaults.crop),
+        lr: args.lr.unwrap_or(defaults.lr),
         checkpoint_every: args.checkpoint_every.max(1),
         val_every: args.val_every,
         seed: args.seed,
-        ..TrainOptions::default()
+        ..defaults
     };
     let summary = train(options, &args.out, args.resume, backend, quiet).map_err(|e| anyhow!(e))?;
     println!(
@@ -94,6 +136,48 @@ pub fn run(args: &TrainArgs, backend: Backend, quiet: bool) -> Result<()> {
     );
     for (q, bpp, psnr) in &summary.last_validation {
         println!("  validation q{q}: {bpp:.4} bpp, {psnr:.2} dB");
+    }
+    Ok(())
+}
+
+fn run_walloc(args: &TrainArgs, medium: Medium, backend: Backend, quiet: bool) -> Result<()> {
+    let d = WallocTrainOptions::defaults(medium);
+    let options = WallocTrainOptions {
+        data: args.data.clone(),
+        val: args.val.clone(),
+        exclude: args.exclude.clone(),
+        model: ncodec_codecs::walloc::WallocConfig {
+            levels: args.levels.unwrap_or(d.model.levels),
+            latent: args.latent.unwrap_or(d.model.latent),
+            hidden: args.hidden.unwrap_or(d.model.hidden),
+            blocks: args.blocks.unwrap_or(d.model.blocks),
+            ..d.model
+        },
+        steps: args.steps,
+        batch: args.batch.unwrap_or(d.batch),
+        crop: args.crop.unwrap_or(d.crop),
+        lr: args.lr.unwrap_or(d.lr),
+        alpha: args.alpha.unwrap_or(d.alpha),
+        checkpoint_every: args.checkpoint_every.max(1),
+        val_every: args.val_every,
+        seed: args.seed,
+        ..d
+    };
+    let summary = ncodec_training::walloc::train(options, &args.out, args.resume, backend, quiet)
+        .map_err(|e| anyhow!(e))?;
+    println!(
+        "trained steps {}..{} at {:.3} steps/s on {backend}; weights: {}",
+        summary.start,
+        summary.end,
+        summary.steps_per_second,
+        args.out.join("weights.ncw").display()
+    );
+    let unit = match medium {
+        Medium::Image => "bpp",
+        Medium::Audio => "kbps",
+    };
+    for (q, rate, db) in &summary.last_validation {
+        println!("  validation q{q}: {rate:.4} {unit}, {db:.2} dB");
     }
     Ok(())
 }

@@ -622,3 +622,121 @@ fn row(img: &RgbImage, coded: &Coded, path: &Path, quality: &str) -> Result<Item
         decoding_time: coded.decoding_time,
     })
 }
+
+/// Rate-distortion results of an audio codec, in the schema of the shared audio anchors
+/// (`../shared/reference/classical/audio-*.json`): one point per quality, plain means over files.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct AudioCurve {
+    /// Curve name.
+    pub name: String,
+    /// What was measured, how.
+    pub description: String,
+    /// The quality points.
+    pub quality: Vec<String>,
+    /// `kbps`, `snr`, `segsnr` (dB), `encoding_time`, `decoding_time` (s), and
+    /// `realtime_encode`/`realtime_decode` (× real time), one value per point.
+    pub results: std::collections::BTreeMap<String, Vec<f64>>,
+    /// One row per file and point: (file, quality, kbps, snr, segsnr).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub per_item: Vec<(String, String, f64, f64, f64)>,
+}
+
+/// Encodes and decodes every WAV of `items` with `codec` at each quality through the real file,
+/// and measures kbps (whole file size), SNR and segmental SNR (20 ms frames, clipped to
+/// [−10, 35] dB, the definition of the shared anchors).
+///
+/// # Errors
+/// [`EvalError`] for unreadable files or codec failures.
+pub fn evaluate_audio(
+    codec: &dyn Codec,
+    items: &[PathBuf],
+    qualities: &[String],
+    progress: &dyn Progress,
+) -> Result<AudioCurve, EvalError> {
+    use crate::metrics::{segmental_snr, snr};
+    let limits = Limits::default();
+    let mut per_item = Vec::new();
+    let mut results: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    let audios = items
+        .iter()
+        .map(|p| {
+            ncodec_codecs::media::audio::read_wav_file(p, &limits).map_err(|e| EvalError::Image {
+                path: p.display().to_string(),
+                message: e.to_string(),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    for quality in qualities {
+        let q: Quality = quality.parse()?;
+        let mut sums = [0.0f64; 7];
+        for (path, audio) in items.iter().zip(&audios) {
+            let t = Instant::now();
+            let file = codec.encode(&Media::Audio(audio.clone()), &EncodeOptions { quality: q })?;
+            let bytes = file.to_bytes()?;
+            let enc = t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let parsed = Container::parse(&bytes, &limits)?;
+            let Media::Audio(back) = codec.decode(&parsed, &limits)? else {
+                return Err(EvalError::Empty(
+                    "codec decoded something else than audio".into(),
+                ));
+            };
+            let dec = t.elapsed().as_secs_f64();
+            let f = |v: &[f32]| v.iter().map(|&s| f64::from(s)).collect::<Vec<_>>();
+            let (x, y) = (f(&audio.samples), f(&back.samples));
+            let frame = (audio.sample_rate as usize / 50).max(1) * usize::from(audio.channels);
+            let s = snr(&x, &y).map_err(|e| EvalError::Empty(e.to_string()))?;
+            let seg = segmental_snr(&x, &y, frame).map_err(|e| EvalError::Empty(e.to_string()))?;
+            let secs = audio.seconds().max(1e-9);
+            let kbps = bytes.len() as f64 * 8.0 / secs / 1000.0;
+            for (acc, v) in sums
+                .iter_mut()
+                .zip([kbps, s, seg, enc, dec, secs / enc, secs / dec])
+            {
+                *acc += v;
+            }
+            per_item.push((
+                path.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                quality.clone(),
+                kbps,
+                s,
+                seg,
+            ));
+            progress.tick(None);
+        }
+        let n = items.len().max(1) as f64;
+        for (key, v) in [
+            "kbps",
+            "snr",
+            "segsnr",
+            "encoding_time",
+            "decoding_time",
+            "realtime_encode",
+            "realtime_decode",
+        ]
+        .iter()
+        .zip(sums)
+        {
+            results.entry((*key).to_string()).or_default().push(v / n);
+        }
+    }
+    Ok(AudioCurve {
+        name: format!("ncodec-{}", codec.info().name),
+        description: format!(
+            "ncodec {} ({}); {} files: {}; kbps from whole file size; snr, segsnr (20 ms frames, clipped [-10, 35] dB); means over files",
+            codec.info().name,
+            codec.info().description,
+            items.len(),
+            items
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        quality: qualities.to_vec(),
+        results,
+        per_item,
+    })
+}

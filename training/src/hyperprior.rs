@@ -74,9 +74,9 @@ impl Default for TrainOptions {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-struct State {
-    step: u64,
-    seconds: f64,
+pub(crate) struct State {
+    pub(crate) step: u64,
+    pub(crate) seconds: f64,
 }
 
 /// What a run did.
@@ -92,12 +92,12 @@ pub struct TrainSummary {
     pub last_validation: Vec<(f32, f64, f64)>,
 }
 
-fn err(e: impl std::fmt::Display) -> String {
+pub(crate) fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes).map_err(|e| format!("{}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
@@ -112,7 +112,7 @@ pub fn learning_rate(o: &TrainOptions, step: u64) -> f64 {
     }
 }
 
-fn latest(out: &Path) -> Option<PathBuf> {
+pub(crate) fn latest(out: &Path) -> Option<PathBuf> {
     let name = std::fs::read_to_string(out.join("LATEST")).ok()?;
     let dir = out.join(name.trim());
     dir.is_dir().then_some(dir)
@@ -340,7 +340,7 @@ pub fn train(
 }
 
 /// Prints above the bar, or to stderr when there is no terminal (where indicatif prints nothing).
-fn say(bar: &ProgressBar, line: String) {
+pub(crate) fn say(bar: &ProgressBar, line: String) {
     if bar.is_hidden() {
         eprintln!("{line}");
     } else {
@@ -348,7 +348,7 @@ fn say(bar: &ProgressBar, line: String) {
     }
 }
 
-fn append(path: &Path, text: &str) -> Result<(), String> {
+pub(crate) fn append(path: &Path, text: &str) -> Result<(), String> {
     use std::io::Write;
     let mut f = std::fs::OpenOptions::new()
         .create(true)
@@ -359,7 +359,7 @@ fn append(path: &Path, text: &str) -> Result<(), String> {
 }
 
 /// Keeps the header and the rows of steps `< start` (a resumed run rewrites the rest).
-fn truncate_log(path: &Path, start: u64, header: &str) -> Result<(), String> {
+pub(crate) fn truncate_log(path: &Path, start: u64, header: &str) -> Result<(), String> {
     let old = std::fs::read_to_string(path).unwrap_or_default();
     let mut text = format!("{header}\n");
     for line in old.lines().skip(1) {
@@ -408,15 +408,32 @@ fn checkpoint(
     step: u64,
     seconds: f64,
 ) -> Result<(), String> {
+    save_checkpoint(
+        out,
+        &weights::to_bytes(model, &cfg, false).map_err(err)?,
+        &weights::to_bytes(model, &cfg, true).map_err(err)?,
+        optim,
+        step,
+        seconds,
+    )
+}
+
+/// Writes `ckpt-<step>/` (f32 model, optimizer state, step and seconds) atomically, points
+/// `LATEST` at it, exports `weights.ncw` (`half`: the f16 weights) and keeps the two newest
+/// checkpoints.
+pub(crate) fn save_checkpoint(
+    out: &Path,
+    full: &[u8],
+    half: &[u8],
+    optim: &ModuleOptimizer,
+    step: u64,
+    seconds: f64,
+) -> Result<(), String> {
     let name = format!("ckpt-{step:08}");
     let tmp = out.join(format!(".{name}.tmp"));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(err)?;
-    std::fs::write(
-        tmp.join("model.ncw"),
-        weights::to_bytes(model, &cfg, false).map_err(err)?,
-    )
-    .map_err(err)?;
+    std::fs::write(tmp.join("model.ncw"), full).map_err(err)?;
     optim
         .to_record()
         .save(tmp.join("optim.bpk"))
@@ -430,10 +447,7 @@ fn checkpoint(
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::rename(&tmp, &dir).map_err(err)?;
     write_atomic(&out.join("LATEST"), name.as_bytes())?;
-    write_atomic(
-        &out.join("weights.ncw"),
-        &weights::to_bytes(model, &cfg, true).map_err(err)?,
-    )?;
+    write_atomic(&out.join("weights.ncw"), half)?;
     // Keep the two newest checkpoints.
     let mut old: Vec<PathBuf> = std::fs::read_dir(out)
         .map_err(err)?

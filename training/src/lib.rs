@@ -14,3 +14,4 @@ pub mod hyperprior;
 pub mod metrics;
 pub mod plot;
 pub mod rd;
+pub mod walloc;

@@ -117,7 +117,7 @@ impl std::fmt::Debug for HyperpriorCodec {
 /// The shipped weights (trained by `ncodec train`; see `assets/README.md`).
 pub static SHIPPED_WEIGHTS: &[u8] = include_bytes!("../../../assets/hyperprior/weights.ncw");
 
-fn values<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+pub(crate) fn values<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
     t.into_data()
         .convert::<f32>()
         .try_to_vec::<f32>()
@@ -608,53 +608,87 @@ fn tiles(len: usize) -> Vec<(usize, usize, usize, usize)> {
 
 /// The bottleneck's integer tables, computed from its weights in f64 with the pure-Rust `libm`
 /// (same bits on every machine).
-fn bottleneck_tables(model: &Hyperprior) -> Result<FactorizedModel> {
-    let eb = &model.bottleneck;
-    let read = |ps: &[burn::module::Param<Tensor<3>>]| -> Result<Vec<Vec<f64>>> {
-        ps.iter()
-            .map(|p| Ok(values(p.val())?.into_iter().map(f64::from).collect()))
-            .collect()
-    };
-    let (mats, biases, factors) = (read(&eb.matrices)?, read(&eb.biases)?, read(&eb.factors)?);
-    let f = model::BOTTLENECK_FILTERS;
-    let channels = biases.first().map_or(0, |b| b.len() / f[1]);
-    let softplus = |v: f64| {
-        if v > 30.0 {
-            v
-        } else {
-            libm::log1p(libm::exp(v))
-        }
-    };
-    let sigmoid = |v: f64| 1.0 / (1.0 + libm::exp(-v));
-    // The reparameterized weights, once: softplus of the matrices, tanh of the factors.
-    let mats: Vec<Vec<f64>> = mats
-        .iter()
-        .map(|m| m.iter().map(|&v| softplus(v)).collect())
-        .collect();
-    let factors: Vec<Vec<f64>> = factors
-        .iter()
-        .map(|f| f.iter().map(|&v| libm::tanh(v)).collect())
-        .collect();
-    let cdf = |c: usize, x: f64| -> f64 {
+/// The CDF of a trained [`model::EntropyBottleneck`], evaluated in f64 with the pure-Rust `libm`
+/// from the stored weights, so that tables made from it are identical on every machine.
+#[derive(Debug, Clone)]
+pub struct BottleneckCdf {
+    mats: Vec<Vec<f64>>,
+    biases: Vec<Vec<f64>>,
+    factors: Vec<Vec<f64>>,
+    channels: usize,
+}
+
+impl BottleneckCdf {
+    /// Reads the bottleneck's parameters back from the device.
+    ///
+    /// # Errors
+    /// [`CodecError::Backend`] if the device fails.
+    pub fn new(eb: &model::EntropyBottleneck) -> Result<Self> {
+        let read = |ps: &[burn::module::Param<Tensor<3>>]| -> Result<Vec<Vec<f64>>> {
+            ps.iter()
+                .map(|p| Ok(values(p.val())?.into_iter().map(f64::from).collect()))
+                .collect()
+        };
+        let (mats, biases, factors) = (read(&eb.matrices)?, read(&eb.biases)?, read(&eb.factors)?);
+        let f = model::BOTTLENECK_FILTERS;
+        let channels = biases.first().map_or(0, |b| b.len() / f[1]);
+        let softplus = |v: f64| {
+            if v > 30.0 {
+                v
+            } else {
+                libm::log1p(libm::exp(v))
+            }
+        };
+        // The reparameterized weights, once: softplus of the matrices, tanh of the factors.
+        let mats = mats
+            .iter()
+            .map(|m| m.iter().map(|&v| softplus(v)).collect())
+            .collect();
+        let factors = factors
+            .iter()
+            .map(|f| f.iter().map(|&v| libm::tanh(v)).collect())
+            .collect();
+        Ok(Self {
+            mats,
+            biases,
+            factors,
+            channels,
+        })
+    }
+
+    /// Number of channels.
+    pub fn channels(&self) -> usize {
+        self.channels
+    }
+
+    /// `F_c(x)`, the CDF of channel `c` at `x`.
+    pub fn cdf(&self, c: usize, x: f64) -> f64 {
+        let f = model::BOTTLENECK_FILTERS;
         let mut h = [0.0f64; 4];
         let mut next = [0.0f64; 4];
         h[0] = x;
         for i in 0..f.len() - 1 {
             let (fin, fout) = (f[i], f[i + 1]);
             for (o, v) in next.iter_mut().enumerate().take(fout) {
-                let mut acc = biases[i][c * fout + o];
+                let mut acc = self.biases[i][c * fout + o];
                 for (k, &hk) in h.iter().enumerate().take(fin) {
-                    acc += mats[i][(c * fout + o) * fin + k] * hk;
+                    acc += self.mats[i][(c * fout + o) * fin + k] * hk;
                 }
-                if let Some(fac) = factors.get(i) {
+                if let Some(fac) = self.factors.get(i) {
                     acc += fac[c * fout + o] * libm::tanh(acc);
                 }
                 *v = acc;
             }
             h = next;
         }
-        sigmoid(h[0])
-    };
+        1.0 / (1.0 + libm::exp(-h[0]))
+    }
+}
+
+fn bottleneck_tables(model: &Hyperprior) -> Result<FactorizedModel> {
+    let bc = BottleneckCdf::new(&model.bottleneck)?;
+    let channels = bc.channels();
+    let cdf = |c: usize, x: f64| bc.cdf(c, x);
     let mut specs = Vec::with_capacity(channels);
     for c in 0..channels {
         // The CDF at every half-integer of the search range, once.

@@ -227,8 +227,13 @@ pub const BOTTLENECK_FILTERS: [usize; 5] = [1, 3, 3, 3, 1];
 
 impl EntropyBottleneck {
     fn new(c: usize, device: &Device) -> Self {
+        Self::with_init_scale(c, 10.0, device)
+    }
+
+    /// A bottleneck of `c` channels whose initial density is about `init_scale` wide (CompressAI's
+    /// `init_scale`; 10 for the hyper-latent).
+    pub fn with_init_scale(c: usize, init_scale: f64, device: &Device) -> Self {
         let f = BOTTLENECK_FILTERS;
-        let init_scale: f64 = 10.0;
         let scale = init_scale.powf(1.0 / (f.len() - 1) as f64);
         let (mut matrices, mut biases, mut factors) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..f.len() - 1 {
@@ -273,10 +278,32 @@ impl EntropyBottleneck {
         let x = z.swap_dims(0, 1).reshape([c, 1, b * h * w]);
         let lower = self.logits(x.clone().sub_scalar(0.5));
         let upper = self.logits(x.add_scalar(0.5));
+        Self::bin_mass(lower, upper)
+            .reshape([c, b, h, w])
+            .swap_dims(0, 1)
+    }
+
+    /// Likelihood of each element of `v: [B, C, H, W]` on `[v − s/2, v + s/2]` for a quantization
+    /// step `s` per sample (`step: [B, 1, 1, 1]`), same shape as `v`.
+    pub fn likelihood_step(&self, v: Tensor<4>, step: Tensor<4>) -> Tensor<4> {
+        let [b, c, h, w] = v.dims();
+        let half = step
+            .mul_scalar(0.5)
+            .expand([b, c, h, w])
+            .swap_dims(0, 1)
+            .reshape([c, 1, b * h * w]);
+        let x = v.swap_dims(0, 1).reshape([c, 1, b * h * w]);
+        let lower = self.logits(x.clone() - half.clone());
+        let upper = self.logits(x + half);
+        Self::bin_mass(lower, upper)
+            .reshape([c, b, h, w])
+            .swap_dims(0, 1)
+    }
+
+    fn bin_mass(lower: Tensor<3>, upper: Tensor<3>) -> Tensor<3> {
         // Work on the side of the median where the CDF is small, for precision.
         let sign = (lower.clone() + upper.clone()).sign().neg().detach();
-        let lik = (sigmoid(upper * sign.clone()) - sigmoid(lower * sign)).abs();
-        lik.reshape([c, b, h, w]).swap_dims(0, 1)
+        (sigmoid(upper * sign.clone()) - sigmoid(lower * sign)).abs()
     }
 }
 

@@ -1,69 +1,26 @@
-//! The hyperprior weights file: `"NCWT" | version u16 | reserved u16 | json length u32 | json |
-//! burnpack`. The JSON holds the [`HyperpriorConfig`]; the burnpack holds the parameters (f16 in
-//! shipped files, loaded as f32). The model id written into every `.ncd` is the first 8 bytes of
-//! the SHA-256 of the whole file.
+//! The hyperprior weights file (the shared format of [`crate::weights`]): its JSON holds the
+//! [`HyperpriorConfig`].
 
-use burn::module::{Module, ModuleMapper, Param};
-use burn::store::ModuleRecord;
-use burn::tensor::{Bytes, DType, Device, Tensor};
+use burn::module::Module;
+use burn::tensor::Device;
 use ncodec_bitstream::ModelId;
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::model::{Hyperprior, HyperpriorConfig};
 use crate::error::{CodecError, Result};
 
-const MAGIC: &[u8; 4] = b"NCWT";
-const VERSION: u16 = 1;
-/// Weights files larger than this are refused before reading the burnpack.
-const MAX_WEIGHTS_BYTES: usize = 512 << 20;
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Header {
-    codec: String,
-    config: HyperpriorConfig,
-}
-
-struct CastF16;
-
-impl ModuleMapper for CastF16 {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        param.map(|t| t.cast(DType::F16))
-    }
-}
+const CODEC: &str = "hyperprior";
 
 /// Serializes `model` (f16 parameters if `half`, else f32).
 ///
 /// # Errors
 /// [`CodecError::InvalidParameter`] if burn cannot serialize the record.
 pub fn to_bytes(model: &Hyperprior, config: &HyperpriorConfig, half: bool) -> Result<Vec<u8>> {
-    let model = model.valid();
-    let model = if half { model.map(&mut CastF16) } else { model };
-    let pack = model
-        .into_record()
-        .into_bytes()
-        .map_err(|e| CodecError::InvalidParameter(format!("cannot serialize weights: {e:?}")))?;
-    let json = serde_json::to_vec(&Header {
-        codec: "hyperprior".into(),
-        config: *config,
-    })
-    .map_err(|e| CodecError::InvalidParameter(e.to_string()))?;
-    let mut out = Vec::with_capacity(12 + json.len() + pack.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&0u16.to_le_bytes());
-    out.extend_from_slice(&(json.len() as u32).to_le_bytes());
-    out.extend_from_slice(&json);
-    out.extend_from_slice(&pack);
-    Ok(out)
+    crate::weights::to_bytes(CODEC, &model.valid(), config, half)
 }
 
 /// The model id of a weights file.
 pub fn model_id(bytes: &[u8]) -> ModelId {
-    let digest = Sha256::digest(bytes);
-    let mut id = [0u8; 8];
-    id.copy_from_slice(&digest[..8]);
-    ModelId(id)
+    crate::weights::model_id(bytes)
 }
 
 /// Reads the configuration of a weights file.
@@ -71,29 +28,11 @@ pub fn model_id(bytes: &[u8]) -> ModelId {
 /// # Errors
 /// [`CodecError::Weights`] for a file that is not a hyperprior weights file.
 pub fn config_of(bytes: &[u8]) -> Result<(HyperpriorConfig, &[u8])> {
-    let bad = |why: &str| CodecError::Weights(format!("not a hyperprior weights file: {why}"));
-    if bytes.len() > MAX_WEIGHTS_BYTES {
-        return Err(bad("larger than 512 MiB"));
-    }
-    if bytes.len() < 12 || &bytes[..4] != MAGIC {
-        return Err(bad("bad magic"));
-    }
-    let version = u16::from_le_bytes([bytes[4], bytes[5]]);
-    if version != VERSION {
-        return Err(bad(&format!(
-            "version {version}, this build reads {VERSION}"
-        )));
-    }
-    let len = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
-    let json = bytes
-        .get(12..12 + len)
-        .ok_or_else(|| bad("truncated header"))?;
-    let header: Header = serde_json::from_slice(json).map_err(|e| bad(&format!("header: {e}")))?;
-    if header.codec != "hyperprior" {
-        return Err(bad(&format!("made for codec '{}'", header.codec)));
-    }
-    header.config.validate().map_err(|e| bad(&e))?;
-    Ok((header.config, &bytes[12 + len..]))
+    let (config, pack): (HyperpriorConfig, _) = crate::weights::config_of(bytes, CODEC)?;
+    config
+        .validate()
+        .map_err(|e| CodecError::Weights(format!("not a hyperprior weights file: {e}")))?;
+    Ok((config, pack))
 }
 
 /// Loads a weights file onto `device`.
@@ -102,12 +41,6 @@ pub fn config_of(bytes: &[u8]) -> Result<(HyperpriorConfig, &[u8])> {
 /// [`CodecError::Weights`] for a damaged file or parameters of the wrong shapes.
 pub fn load(bytes: &[u8], device: &Device) -> Result<(HyperpriorConfig, Hyperprior)> {
     let (config, pack) = config_of(bytes)?;
-    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(pack.to_vec()))
-        .map_err(|e| CodecError::Weights(format!("damaged weights file: {e:?}")))?
-        .cast_to_module_dtype();
-    let model = config
-        .init_for_loading(device)
-        .try_load_record(record)
-        .map_err(|e| CodecError::Weights(format!("they do not fit the model: {e:?}")))?;
+    let model = crate::weights::load_into(config.init_for_loading(device), pack)?;
     Ok((config, model))
 }
