@@ -231,11 +231,11 @@ fn train_from_the_command_line_writes_weights_that_encode() {
     let out = ncodec(&[
         "train",
         "--codec",
-        "walloc-audio",
+        "odvae",
         "--data",
         ".",
         "--out",
-        "x",
+        dir.path().join("x").to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(1));
 }

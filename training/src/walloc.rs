@@ -278,6 +278,12 @@ pub fn train(
     backend: Backend,
     quiet: bool,
 ) -> Result<WallocTrainSummary, String> {
+    // Refuse an empty or unreadable data folder before anything is written.
+    match options.model.medium {
+        Medium::Image => list_images(&options.data).map(|_| ()),
+        Medium::Audio => list_wavs(&options.data).map(|_| ()),
+    }
+    .map_err(|e| format!("{}: {e}", options.data.display()))?;
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
     let prior = latest(out);
     let options = match (&prior, resume) {
