@@ -52,7 +52,7 @@ pub struct TrainArgs {
     /// default 1000 for images, 2000 for audio).
     #[arg(long)]
     pub alpha: Option<f64>,
-    /// WaLLoC: latent channels (default 12 for images, 32 for audio).
+    /// WaLLoC: latent channels (default 48 for images, 128 for audio).
     #[arg(long)]
     pub latent: Option<usize>,
     /// WaLLoC: wavelet packet levels J (default 3 for images, 7 for audio).
@@ -64,6 +64,9 @@ pub struct TrainArgs {
     /// WaLLoC: decoder residual blocks (default 3).
     #[arg(long)]
     pub blocks: Option<usize>,
+    /// WaLLoC: start from random weights instead of a PCA of the data's wavelet bands.
+    #[arg(long)]
+    pub no_pca_init: bool,
     /// Channels N of the hidden layers and of z.
     #[arg(long, default_value_t = HyperpriorConfig::SHIPPED.n)]
     pub n: usize,
@@ -104,6 +107,7 @@ fn run_hyperprior(args: &TrainArgs, backend: Backend, quiet: bool) -> Result<()>
         ("--hidden", args.hidden.is_some()),
         ("--blocks", args.blocks.is_some()),
         ("--exclude", !args.exclude.is_empty()),
+        ("--no-pca-init", args.no_pca_init),
     ];
     if let Some((flag, _)) = walloc_only.iter().find(|f| f.1) {
         bail!("{flag} is a WaLLoC option; the hyperprior takes --n and --m");
@@ -161,6 +165,7 @@ fn run_walloc(args: &TrainArgs, medium: Medium, backend: Backend, quiet: bool) -
         checkpoint_every: args.checkpoint_every.max(1),
         val_every: args.val_every,
         seed: args.seed,
+        pca_init: !args.no_pca_init,
         ..d
     };
     let summary = ncodec_training::walloc::train(options, &args.out, args.resume, backend, quiet)

@@ -70,6 +70,10 @@ pub struct WallocTrainOptions {
     pub val_every: u64,
     /// Seed of the batches.
     pub seed: u64,
+    /// Start a fresh run from a principal component analysis of the training data's wavelet bands
+    /// (encoder = top components, linear decoder = their transpose, deep decoder path at zero).
+    #[serde(default)]
+    pub pca_init: bool,
 }
 
 impl WallocTrainOptions {
@@ -93,6 +97,7 @@ impl WallocTrainOptions {
             checkpoint_every: 250,
             val_every: 1000,
             seed: 1,
+            pca_init: true,
         }
     }
 }
@@ -265,6 +270,76 @@ fn load_data(o: &WallocTrainOptions, start: u64) -> Result<Data, String> {
     }
 }
 
+/// Wavelet bands of 16 batches drawn for the PCA initialization (steps beyond any run's end, so
+/// they are not training batches), one row of `C·k^J` values per latent position.
+fn pca_samples(o: &WallocTrainOptions, backend: Backend) -> Result<Vec<f32>, String> {
+    let cfg = o.model;
+    let device = backend.device();
+    let (c, h, w) = match cfg.medium {
+        Medium::Image => (3, o.crop, o.crop),
+        Medium::Audio => (2, 1, o.crop),
+    };
+    let mut rows = Vec::new();
+    let clips;
+    let (mut paths, mut cache) = (Vec::new(), Vec::new());
+    match cfg.medium {
+        Medium::Image => {
+            paths = list_images(&o.data)
+                .map_err(err)?
+                .into_iter()
+                .filter(|p| !excluded(o, p))
+                .collect();
+            cache = vec![None; paths.len()];
+            clips = Vec::new();
+        }
+        Medium::Audio => {
+            clips = list_wavs(&o.data)
+                .map_err(err)?
+                .iter()
+                .filter(|p| !excluded(o, p))
+                .take(64)
+                .map(|p| {
+                    read_wav_file(p, &Limits::default())
+                        .map_err(|e| format!("{}: {e}", p.display()))
+                        .and_then(|a| stereo(&a))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+        }
+    }
+    for k in 0..16u64 {
+        let step = u64::MAX - k;
+        let samples: Vec<f32> = match cfg.medium {
+            Medium::Image => {
+                let spec = BatchSpec {
+                    batch: o.batch,
+                    crop: o.crop,
+                    m: 0,
+                    n: 0,
+                    levels: 1,
+                    seed: o.seed,
+                };
+                crate::data::make_batch(&spec, &paths, &mut cache, step)?
+                    .pixels
+                    .into_iter()
+                    .map(|v| v - 0.5)
+                    .collect()
+            }
+            Medium::Audio => audio_batch(&clips, o, step),
+        };
+        let x = Tensor::<4>::from_data(TensorData::new(samples, [o.batch, c, h, w]), &device);
+        let bands = ncodec_codecs::walloc::wavelet::forward(x, cfg.medium.dims(), cfg.levels)
+            .permute([0, 2, 3, 1]);
+        rows.extend(
+            bands
+                .into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .map_err(|e| format!("{e:?}"))?,
+        );
+    }
+    Ok(rows)
+}
+
 /// Trains (or resumes, with `resume`) into the run folder `out` on `backend`. On resume,
 /// `options.steps` may grow and the data folders come from `options`; the rest from `run.json`.
 ///
@@ -354,7 +429,14 @@ pub fn train(
         }
         None => {
             device.seed(options.seed);
-            (cfg.init(&device), 0, 0.0)
+            let model = cfg.init(&device);
+            let model = if options.pca_init {
+                let bands = pca_samples(&options, backend)?;
+                model.init_from_pca(&cfg, &bands, &device)
+            } else {
+                model
+            };
+            (model, 0, 0.0)
         }
     };
     truncate_log(
