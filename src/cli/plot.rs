@@ -65,7 +65,7 @@ pub fn run(args: &PlotArgs) -> Result<()> {
     if let Some(anchor) = &anchor {
         let (ar, aq) = anchor.rate_psnr()?;
         println!(
-            "BD vs anchor '{}' (PSNR-RGB; negative BD-rate = fewer bits):",
+            "BD vs anchor '{}' (PSNR-RGB, or SNR for audio; negative BD-rate = fewer bits):",
             anchor.name
         );
         println!(

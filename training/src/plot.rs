@@ -146,6 +146,7 @@ fn rd_panel<DB: DrawingBackend>(
     caption: &str,
     y_desc: &str,
     log: bool,
+    unit: &str,
 ) -> Result<(), String> {
     let fmt_x = |v: &f64| {
         let r = if log { 10f64.powf(*v) } else { *v };
@@ -155,12 +156,13 @@ fn rd_panel<DB: DrawingBackend>(
             format!("{r:.2}")
         }
     };
+    let x_desc = if log {
+        format!("{unit} (log scale)")
+    } else {
+        unit.to_string()
+    };
     let axes = Axes {
-        x_desc: if log {
-            "bits per pixel (log scale)"
-        } else {
-            "bits per pixel"
-        },
+        x_desc: &x_desc,
         y_desc,
         x_label: &fmt_x,
         y_digits: 1,
@@ -171,7 +173,7 @@ fn rd_panel<DB: DrawingBackend>(
 }
 
 /// Draws the curves into a PNG at `path`. Curves without an MS-SSIM series appear only in the PSNR
-/// panel.
+/// panel. Audio curves (`kbps`, `snr`, `segsnr`) get kbps–SNR and kbps–segmental SNR panels.
 ///
 /// # Errors
 /// [`PlotError`] if no curve has rate and PSNR, or the PNG cannot be written.
@@ -189,6 +191,9 @@ pub fn plot_rd(curves: &[RdCurve], path: &Path, opts: &PlotOptions) -> Result<()
             r
         }
     };
+    let audio = curves
+        .iter()
+        .all(|c| c.series("bpp").is_none() && c.series("kbps").is_some());
     let mut psnr: Vec<Series> = Vec::new();
     let mut msssim: Vec<Series> = Vec::new();
     for c in curves {
@@ -198,12 +203,14 @@ pub fn plot_rd(curves: &[RdCurve], path: &Path, opts: &PlotOptions) -> Result<()
         let mut pts: Vec<(f64, f64)> = rate.iter().zip(&q).map(|(&r, &q)| (x(r), q)).collect();
         pts.sort_by(|a, b| a.0.total_cmp(&b.0));
         psnr.push((c.name.clone(), pts));
-        if let Some(m) = c.series("ms-ssim-rgb").filter(|m| m.len() == rate.len()) {
-            let mut pts: Vec<(f64, f64)> = rate
-                .iter()
-                .zip(&m)
-                .map(|(&r, &m)| (x(r), ms_ssim_db(m)))
-                .collect();
+        let second = if audio {
+            c.series("segsnr")
+        } else {
+            c.series("ms-ssim-rgb")
+                .map(|m| m.into_iter().map(ms_ssim_db).collect())
+        };
+        if let Some(m) = second.filter(|m| m.len() == rate.len()) {
+            let mut pts: Vec<(f64, f64)> = rate.iter().zip(&m).map(|(&r, &m)| (x(r), m)).collect();
             pts.sort_by(|a, b| a.0.total_cmp(&b.0));
             msssim.push((c.name.clone(), pts));
         }
@@ -217,7 +224,20 @@ pub fn plot_rd(curves: &[RdCurve], path: &Path, opts: &PlotOptions) -> Result<()
         .titled(&opts.title, ("sans-serif", 28))
         .map_err(|e| err(e.to_string()))?;
     let (left, right) = root.split_horizontally(opts.size.0 / 2);
-    rd_panel(&left, &psnr, "PSNR", "PSNR-RGB [dB]", opts.log_rate).map_err(err)?;
+    let (unit, first, second) = if audio {
+        (
+            "kbps",
+            ("SNR", "SNR [dB]"),
+            ("segmental SNR", "segmental SNR [dB]"),
+        )
+    } else {
+        (
+            "bits per pixel",
+            ("PSNR", "PSNR-RGB [dB]"),
+            ("MS-SSIM", "MS-SSIM-RGB [dB]"),
+        )
+    };
+    rd_panel(&left, &psnr, first.0, first.1, opts.log_rate, unit).map_err(err)?;
     if msssim.is_empty() {
         right
             .draw_text(
@@ -227,14 +247,7 @@ pub fn plot_rd(curves: &[RdCurve], path: &Path, opts: &PlotOptions) -> Result<()
             )
             .map_err(|e| err(e.to_string()))?;
     } else {
-        rd_panel(
-            &right,
-            &msssim,
-            "MS-SSIM",
-            "MS-SSIM-RGB [dB]",
-            opts.log_rate,
-        )
-        .map_err(err)?;
+        rd_panel(&right, &msssim, second.0, second.1, opts.log_rate, unit).map_err(err)?;
     }
     root.present().map_err(|e| err(e.to_string()))
 }

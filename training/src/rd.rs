@@ -136,14 +136,25 @@ impl RdCurve {
     /// # Errors
     /// [`RdError::Series`] if either series is missing or their lengths differ.
     pub fn rate_psnr(&self) -> Result<(Vec<f64>, Vec<f64>), RdError> {
+        // Audio curves (the shared anchors' schema) have kbps and SNR instead.
         let rate = self
             .series("bpp")
-            .ok_or_else(|| RdError::Series(format!("{}: no numeric 'bpp' series", self.name)))?;
+            .or_else(|| self.series("kbps"))
+            .ok_or_else(|| {
+                RdError::Series(format!(
+                    "{}: no numeric 'bpp' (or 'kbps') series",
+                    self.name
+                ))
+            })?;
         let q = self
             .series("psnr-rgb")
             .or_else(|| self.series("psnr"))
+            .or_else(|| self.series("snr"))
             .ok_or_else(|| {
-                RdError::Series(format!("{}: no numeric 'psnr-rgb' series", self.name))
+                RdError::Series(format!(
+                    "{}: no numeric 'psnr-rgb' (or 'snr') series",
+                    self.name
+                ))
             })?;
         if rate.len() != q.len() {
             return Err(RdError::Series(format!(
