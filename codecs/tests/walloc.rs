@@ -355,3 +355,47 @@ fn f16_weights_decode_what_they_encode() {
     );
     assert_ne!(coded.container.model, ModelId([0; 8]));
 }
+
+/// Encodes on one backend and decodes on the other (lavapipe where there is no GPU): the decoder
+/// reads exactly the symbols the encoder wrote, and the reconstructions of one file agree to float
+/// rounding.
+#[test]
+fn files_decode_identically_across_backends() {
+    if let Err(e) = Backend::Wgpu.self_test() {
+        assert!(std::env::var_os("CI").is_none(), "wgpu must run in CI: {e}");
+        eprintln!(
+            "skipped: no working Vulkan adapter here ({e}); apt-get install mesa-vulkan-drivers"
+        );
+        return;
+    }
+    let limits = Limits::default();
+    let (cpu, bytes) = tiny_codec(Medium::Audio);
+    let gpu = WallocCodec::from_weights(&bytes, Medium::Audio, Backend::Wgpu.device()).unwrap();
+    let audio = music(0.5);
+    for (enc, dec, name) in [(&gpu, &cpu, "wgpu→cpu"), (&cpu, &gpu, "cpu→wgpu")] {
+        let coded = enc.encode_audio(&audio, Quality::Level(6.0)).unwrap();
+        let file = Container::parse(&coded.container.to_bytes().unwrap(), &limits).unwrap();
+        let (_, got) = dec.decode_latent(&file, &limits).unwrap();
+        assert_eq!(got, coded.symbols, "{name}: symbols differ");
+        let a = cpu.decode_audio(&file, &limits).unwrap();
+        let b = gpu.decode_audio(&file, &limits).unwrap();
+        let d = max_abs_diff(&a.samples, &b.samples);
+        assert!(d < 1e-4, "{name}: samples differ by {d}");
+    }
+    let (cpu, bytes) = tiny_codec(Medium::Image);
+    let gpu = WallocCodec::from_weights(&bytes, Medium::Image, Backend::Wgpu.device()).unwrap();
+    let img = kodak_crop(64, 48);
+    let coded = gpu.encode_image(&img, Quality::Level(6.0)).unwrap();
+    let (_, got) = cpu.decode_latent(&coded.container, &limits).unwrap();
+    assert_eq!(got, coded.symbols);
+    let a = cpu.decode_image(&coded.container, &limits).unwrap();
+    let b = gpu.decode_image(&coded.container, &limits).unwrap();
+    let max = a
+        .as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(x, y)| x.abs_diff(*y))
+        .max()
+        .unwrap();
+    assert!(max <= 1, "pixels differ by {max}");
+}
