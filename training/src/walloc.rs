@@ -8,8 +8,8 @@
 //! `α` sets the trade-off at `s = 1` (8-bit latents).
 //!
 //! Data: images as in the hyperprior (random crops and flips of an image folder); audio: every WAV
-//! under the folder (mono duplicated to stereo), random windows with random channel swap and a
-//! random gain in [0.5, 1]. `--exclude` drops files whose path contains a given text (the
+//! under the folder (mono duplicated to stereo), random windows (each second of audio equally
+//! likely) with random channel swap and a random gain in [0.5, 1]. `--exclude` drops files whose path contains a given text (the
 //! evaluation split). The run folder, checkpoints, `--resume` and logs work as in
 //! [`crate::hyperprior`]; in `train.csv` and `val.csv` the `bpp` column holds bits per pixel for
 //! images and kbps for audio (at 44.1 kHz in `train.csv`), `psnr` holds PSNR or SNR in dB.
@@ -169,8 +169,22 @@ fn audio_batch(clips: &[[Vec<f32>; 2]], o: &WallocTrainOptions, step: u64) -> Ve
     let mut rng = SplitMix64(o.seed ^ step.wrapping_mul(0x2545_f491_4f6c_dd1d));
     let n = o.crop;
     let mut out = vec![0.0f32; o.batch * 2 * n];
+    // Clips are drawn in proportion to their length, so every second of audio is equally likely.
+    let total: u64 = clips.iter().map(|c| c[0].len() as u64).sum();
     for b in 0..o.batch {
-        let clip = &clips[rng.below(clips.len() as u64) as usize];
+        let mut at = rng.below(total.max(1));
+        let clip = clips
+            .iter()
+            .find(|c| {
+                let len = c[0].len() as u64;
+                if at < len {
+                    true
+                } else {
+                    at -= len;
+                    false
+                }
+            })
+            .unwrap_or(&clips[0]);
         let len = clip[0].len();
         let start = rng.below(len.saturating_sub(n) as u64 + 1) as usize;
         let swap = rng.below(2) == 1;

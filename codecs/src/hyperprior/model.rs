@@ -233,14 +233,29 @@ impl EntropyBottleneck {
     /// A bottleneck of `c` channels whose initial density is about `init_scale` wide (CompressAI's
     /// `init_scale`; 10 for the hyper-latent).
     pub fn with_init_scale(c: usize, init_scale: f64, device: &Device) -> Self {
+        Self::with_init_scales(&vec![init_scale; c], device)
+    }
+
+    /// A bottleneck whose channel `c` starts about `init_scales[c]` wide (a density fitted to
+    /// known latent spreads starts near its optimum instead of thousands of steps away).
+    pub fn with_init_scales(init_scales: &[f64], device: &Device) -> Self {
         let f = BOTTLENECK_FILTERS;
-        let scale = init_scale.powf(1.0 / (f.len() - 1) as f64);
+        let c = init_scales.len();
         let (mut matrices, mut biases, mut factors) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..f.len() - 1 {
-            let init = (1.0 / scale / f[i + 1] as f64).exp_m1().ln();
-            matrices.push(Param::from_tensor(
-                Tensor::<3>::ones([c, f[i + 1], f[i]], device).mul_scalar(init),
-            ));
+            let per = f[i + 1] * f[i];
+            let values: Vec<f32> = init_scales
+                .iter()
+                .flat_map(|&s| {
+                    let scale = s.max(1e-3).powf(1.0 / (f.len() - 1) as f64);
+                    let init = (1.0 / scale / f[i + 1] as f64).exp_m1().ln() as f32;
+                    std::iter::repeat_n(init, per)
+                })
+                .collect();
+            matrices.push(Param::from_tensor(Tensor::<3>::from_data(
+                TensorData::new(values, [c, f[i + 1], f[i]]),
+                device,
+            )));
             biases.push(Param::from_tensor(Tensor::<3>::random(
                 [c, f[i + 1], 1],
                 Distribution::Uniform(-0.5, 0.5),

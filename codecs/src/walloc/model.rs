@@ -375,8 +375,8 @@ impl Walloc {
     /// Initializes the linear parts from a principal component analysis of wavelet bands
     /// (`samples` vectors of `bands` values, row-major): the encoder projects on the top `L`
     /// components (centred) with one gain that keeps the strongest component at 4σ ≈ 50 (where the
-    /// squashing to ±127 is nearly linear), the linear decoder path maps back, and the deep decoder path starts
-    /// at zero. The network starts as the best linear autoencoder of the data and learns from there.
+    /// squashing to ±127 is nearly linear), the linear decoder path maps back, the deep decoder
+    /// path starts at zero and each channel's density starts as wide as its latent. The network starts as the best linear autoencoder of the data and learns from there.
     pub fn init_from_pca(mut self, cfg: &WallocConfig, samples: &[f32], device: &Device) -> Self {
         let n = cfg.bands();
         let count = samples.len() / n;
@@ -439,6 +439,12 @@ impl Walloc {
         let log_gain = (gain / f64::from(GAIN_SCALE)) as f32;
         self.log_gain = param1(vec![log_gain; cfg.latent]);
         self.log_inv_gain = param1(vec![-log_gain; cfg.latent]);
+        // Each channel's density starts as wide as its latent: 2σ_k·gain (at least 1).
+        let g = gain.exp();
+        let scales: Vec<f64> = (0..cfg.latent)
+            .map(|k| (2.0 * g * values.get(k).copied().unwrap_or(0.0).max(0.0).sqrt()).max(1.0))
+            .collect();
+        self.bottleneck = EntropyBottleneck::with_init_scales(&scales, device);
         self.encoder.weight = param4(enc, [cfg.latent, n, 1, 1]);
         self.encoder.bias = Some(param1(enc_bias));
         self.dec_linear.weight = param4(dec, [n, cfg.latent, 1, 1]);
