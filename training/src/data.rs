@@ -18,15 +18,24 @@ use ncodec_bitstream::conformance::SplitMix64;
 /// # Errors
 /// An I/O error, or `InvalidInput` if there are none.
 pub fn list_images(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    list_files(dir, &["png", "jpg", "jpeg"], "PNG or JPEG images")
+}
+
+/// Lists the files under `dir` (recursively) whose extension is one of `extensions` (lowercase,
+/// matched case-insensitively), sorted; `what` names them in the error.
+///
+/// # Errors
+/// An I/O error, or `InvalidInput` if there are none.
+pub fn list_files(dir: &Path, extensions: &[&str], what: &str) -> std::io::Result<Vec<PathBuf>> {
+    fn walk(dir: &Path, extensions: &[&str], out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         for entry in std::fs::read_dir(dir)? {
             let path = entry?.path();
             if path.is_dir() {
-                walk(&path, out)?;
+                walk(&path, extensions, out)?;
             } else if path
                 .extension()
                 .and_then(|e| e.to_str())
-                .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
+                .is_some_and(|e| extensions.contains(&e.to_ascii_lowercase().as_str()))
             {
                 out.push(path);
             }
@@ -34,12 +43,12 @@ pub fn list_images(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
         Ok(())
     }
     let mut out = Vec::new();
-    walk(dir, &mut out)?;
+    walk(dir, extensions, &mut out)?;
     out.sort();
     if out.is_empty() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
-            format!("{} holds no PNG or JPEG images", dir.display()),
+            format!("{} holds no {what}", dir.display()),
         ));
     }
     Ok(out)

@@ -103,6 +103,52 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
     std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// Creates the run folder `out` and settles the options: a fresh run takes `options`; a folder
+/// that already holds a run is refused without `resume`, and with it the saved `run.json` and the
+/// command line are merged by `merge(saved, options)`. Returns the options and the newest
+/// checkpoint folder, if any.
+pub(crate) fn open_run<O: Serialize + serde::de::DeserializeOwned>(
+    out: &Path,
+    resume: bool,
+    options: O,
+    merge: impl FnOnce(O, O) -> Result<O, String>,
+) -> Result<(O, Option<PathBuf>), String> {
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let prior = latest(out);
+    let options = match (&prior, resume) {
+        (Some(_), false) => {
+            return Err(format!(
+                "{} already holds a run; pass --resume to continue it or choose another --out",
+                out.display()
+            ));
+        }
+        (Some(_), true) => {
+            let saved: O = serde_json::from_slice(
+                &std::fs::read(out.join("run.json")).map_err(|e| format!("run.json: {e}"))?,
+            )
+            .map_err(|e| format!("run.json: {e}"))?;
+            merge(saved, options)?
+        }
+        (None, _) => options,
+    };
+    Ok((options, prior))
+}
+
+/// The progress bar of a training run of `steps` steps (hidden when `quiet`).
+pub(crate) fn progress_bar(quiet: bool, steps: u64) -> Result<ProgressBar, String> {
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(steps)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg} (eta {eta})")
+            .map_err(err)?
+            .progress_chars("=> "),
+    );
+    Ok(bar)
+}
+
 /// The learning rate at `step`.
 pub fn learning_rate(o: &TrainOptions, step: u64) -> f64 {
     if (step as f64) < o.lr_drop * o.steps as f64 {
@@ -132,31 +178,16 @@ pub fn train(
     backend: Backend,
     quiet: bool,
 ) -> Result<TrainSummary, String> {
-    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
-    let prior = latest(out);
-    let options = match (&prior, resume) {
-        (Some(_), false) => {
-            return Err(format!(
-                "{} already holds a run; pass --resume to continue it or choose another --out",
-                out.display()
-            ));
-        }
-        (Some(_), true) => {
-            let saved: TrainOptions = serde_json::from_slice(
-                &std::fs::read(out.join("run.json")).map_err(|e| format!("run.json: {e}"))?,
-            )
-            .map_err(|e| format!("run.json: {e}"))?;
-            // The run folder may have moved to another machine: the data folders come from the
-            // command line, everything else from run.json.
-            TrainOptions {
-                steps: options.steps.max(saved.steps),
-                data: options.data.clone(),
-                val: options.val.clone().or(saved.val),
-                ..saved
-            }
-        }
-        (None, _) => options,
-    };
+    let (options, prior) = open_run(out, resume, options, |saved: TrainOptions, cli| {
+        // The run folder may have moved to another machine: the data folders come from the
+        // command line, everything else from run.json.
+        Ok(TrainOptions {
+            steps: cli.steps.max(saved.steps),
+            data: cli.data,
+            val: cli.val.or(saved.val),
+            ..saved
+        })
+    })?;
     if options.crop % 64 != 0 || options.crop == 0 || options.batch == 0 {
         return Err("--crop must be a positive multiple of 64 and --batch positive".into());
     }
@@ -220,16 +251,7 @@ pub fn train(
         .map(|p| load_rgb(p))
         .collect::<Result<Vec<_>, _>>()?;
 
-    let bar = if quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(options.steps)
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg} (eta {eta})")
-            .map_err(err)?
-            .progress_chars("=> "),
-    );
+    let bar = progress_bar(quiet, options.steps)?;
     bar.set_position(start);
     let (b, s) = (options.batch, options.crop);
     let t0 = Instant::now();

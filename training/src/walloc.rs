@@ -22,7 +22,6 @@ use burn::module::Module;
 use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, OptimizerRecord};
 use burn::tensor::{Tensor, TensorData};
-use indicatif::{ProgressBar, ProgressStyle};
 use ncodec_bitstream::conformance::SplitMix64;
 use ncodec_bitstream::{Limits, ModelId};
 use ncodec_codecs::Backend;
@@ -36,7 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{BatchSpec, Loader, list_images, load_rgb, split};
 use crate::hyperprior::{
-    State, append, err, latest, save_checkpoint, say, truncate_log, write_atomic,
+    State, append, err, open_run, progress_bar, save_checkpoint, say, truncate_log, write_atomic,
 };
 use crate::metrics::{psnr_u8, snr};
 
@@ -120,31 +119,7 @@ pub struct WallocTrainSummary {
 /// # Errors
 /// An I/O error, or `InvalidInput` if there are none.
 pub fn list_wavs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-        for entry in std::fs::read_dir(dir)? {
-            let path = entry?.path();
-            if path.is_dir() {
-                walk(&path, out)?;
-            } else if path
-                .extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| e.eq_ignore_ascii_case("wav"))
-            {
-                out.push(path);
-            }
-        }
-        Ok(())
-    }
-    let mut out = Vec::new();
-    walk(dir, &mut out)?;
-    out.sort();
-    if out.is_empty() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("{} holds no WAV files", dir.display()),
-        ));
-    }
-    Ok(out)
+    crate::data::list_files(dir, &["wav"], "WAV files")
 }
 
 /// Audio as two planar channels (mono duplicated).
@@ -373,36 +348,22 @@ pub fn train(
         Medium::Audio => list_wavs(&options.data).map(|_| ()),
     }
     .map_err(|e| format!("{}: {e}", options.data.display()))?;
-    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
-    let prior = latest(out);
-    let options = match (&prior, resume) {
-        (Some(_), false) => {
+    let medium = options.model.medium;
+    let (options, prior) = open_run(out, resume, options, |saved: WallocTrainOptions, cli| {
+        if saved.model.medium != medium {
             return Err(format!(
-                "{} already holds a run; pass --resume to continue it or choose another --out",
-                out.display()
+                "{} holds a run of a {:?} model",
+                out.display(),
+                saved.model.medium
             ));
         }
-        (Some(_), true) => {
-            let saved: WallocTrainOptions = serde_json::from_slice(
-                &std::fs::read(out.join("run.json")).map_err(|e| format!("run.json: {e}"))?,
-            )
-            .map_err(|e| format!("run.json: {e}"))?;
-            if saved.model.medium != options.model.medium {
-                return Err(format!(
-                    "{} holds a run of a {:?} model",
-                    out.display(),
-                    saved.model.medium
-                ));
-            }
-            WallocTrainOptions {
-                steps: options.steps.max(saved.steps),
-                data: options.data.clone(),
-                val: options.val.clone().or(saved.val),
-                ..saved
-            }
-        }
-        (None, _) => options,
-    };
+        Ok(WallocTrainOptions {
+            steps: cli.steps.max(saved.steps),
+            data: cli.data,
+            val: cli.val.or(saved.val),
+            ..saved
+        })
+    })?;
     let cfg = options.model;
     cfg.validate()?;
     let stride = cfg.stride();
@@ -461,16 +422,7 @@ pub fn train(
     truncate_log(&out.join("val.csv"), start, "step,quality,bpp,psnr")?;
     let data = load_data(&options, start)?;
 
-    let bar = if quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(options.steps)
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg} (eta {eta})")
-            .map_err(err)?
-            .progress_chars("=> "),
-    );
+    let bar = progress_bar(quiet, options.steps)?;
     bar.set_position(start);
     let b = options.batch;
     let c = cfg.medium.channels();

@@ -104,25 +104,37 @@ fn a_resumed_walloc_run_continues_exactly() {
 }
 
 #[test]
-fn an_image_run_trains_and_lowers_its_loss() {
+fn an_image_run_trains_and_pca_starts_ahead() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let run = dir.path().join("img");
-    let o = WallocTrainOptions {
-        data: shared("train-images/bsds500"),
-        model: WallocConfig::tiny(Medium::Image),
-        steps: 40,
-        batch: 4,
-        crop: 32,
-        lr: 3e-3,
-        checkpoint_every: 40,
-        val_every: 0,
-        seed: 3,
-        ..WallocTrainOptions::defaults(Medium::Image)
+    let run = |name: &str, pca_init: bool| {
+        let out = dir.path().join(name);
+        let o = WallocTrainOptions {
+            data: shared("train-images/bsds500"),
+            model: WallocConfig::tiny(Medium::Image),
+            steps: 40,
+            batch: 4,
+            crop: 32,
+            lr: 3e-3,
+            checkpoint_every: 40,
+            val_every: 0,
+            seed: 3,
+            pca_init,
+            ..WallocTrainOptions::defaults(Medium::Image)
+        };
+        train(o, &out, false, Backend::Cpu, true).unwrap();
+        rows(&out, "train.csv")
     };
-    train(o, &run, false, Backend::Cpu, true).unwrap();
-    let r = rows(&run, "train.csv");
     let mean = |s: &[Vec<f64>]| s.iter().map(|r| r[1]).sum::<f64>() / s.len() as f64;
-    let (first, last) = (mean(&r[..10]), mean(&r[30..]));
+    // From random weights the loss falls: the network learns.
+    let random = run("random", false);
+    let (first, last) = (mean(&random[..10]), mean(&random[30..]));
     assert!(last < first, "loss {first} → {last}");
+    // The PCA initialization starts where random weights are still far from.
+    let pca = run("pca", true);
+    assert!(
+        mean(&pca[..10]) < first,
+        "PCA start {} vs random {first}",
+        mean(&pca[..10])
+    );
 }

@@ -516,14 +516,14 @@ mod tests {
             .max()
             .into_data()
             .convert::<f32>()
-            .to_vec::<f32>()
+            .try_to_vec::<f32>()
             .unwrap()[0];
         let scale = x
             .abs()
             .max()
             .into_data()
             .convert::<f32>()
-            .to_vec::<f32>()
+            .try_to_vec::<f32>()
             .unwrap()[0];
         assert!(err < 0.03 * scale, "error {err} of {scale}");
     }
