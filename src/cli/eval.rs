@@ -166,7 +166,7 @@ fn run_audio(args: &EvalArgs, registry: &CodecRegistry, quiet: bool) -> Result<(
         ncodec_training::eval::evaluate_audio(codec, &items, &qualities, &Bar(bar.clone()))?;
     bar.finish_and_clear();
     if !args.per_item {
-        curve.per_item.clear();
+        curve.per_file.clear();
     }
     eprintln!(
         "{}: {} files × {} points in {:.1} s",

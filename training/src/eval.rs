@@ -636,9 +636,10 @@ pub struct AudioCurve {
     /// `kbps`, `snr`, `segsnr` (dB), `encoding_time`, `decoding_time` (s), and
     /// `realtime_encode`/`realtime_decode` (× real time), one value per point.
     pub results: std::collections::BTreeMap<String, Vec<f64>>,
-    /// One row per file and point: (file, quality, kbps, snr, segsnr).
+    /// One row per file and point: (file, quality, kbps, snr, segsnr). (Not `per_item`, whose rows
+    /// are the image schema's.)
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub per_item: Vec<(String, String, f64, f64, f64)>,
+    pub per_file: Vec<(String, String, f64, f64, f64)>,
 }
 
 /// Encodes and decodes every WAV of `items` with `codec` at each quality through the real file,
@@ -737,6 +738,6 @@ pub fn evaluate_audio(
         ),
         quality: qualities.to_vec(),
         results,
-        per_item,
+        per_file: per_item,
     })
 }
