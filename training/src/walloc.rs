@@ -204,21 +204,33 @@ enum Data {
     },
 }
 
+/// The (training, validation) files: `data` minus `--exclude`, validated on `--val` or on a
+/// deterministic hold-out (every 32nd image, at most 12; every 8th WAV, at most 2).
+fn split_files(o: &WallocTrainOptions) -> Result<(Vec<PathBuf>, Vec<PathBuf>), String> {
+    type Lister = fn(&Path) -> std::io::Result<Vec<PathBuf>>;
+    let (list, every, max): (Lister, usize, usize) = match o.model.medium {
+        Medium::Image => (list_images, 32, 12),
+        Medium::Audio => (list_wavs, 8, 2),
+    };
+    let all: Vec<PathBuf> = list(&o.data)
+        .map_err(err)?
+        .into_iter()
+        .filter(|p| !excluded(o, p))
+        .collect();
+    let (train, val) = match &o.val {
+        Some(v) => (all, list(v).map_err(err)?),
+        None => split(all, every, max),
+    };
+    if train.is_empty() {
+        return Err("no training files left after --exclude".into());
+    }
+    Ok((train, val))
+}
+
 fn load_data(o: &WallocTrainOptions, start: u64) -> Result<Data, String> {
+    let (train, val) = split_files(o)?;
     match o.model.medium {
         Medium::Image => {
-            let all: Vec<PathBuf> = list_images(&o.data)
-                .map_err(err)?
-                .into_iter()
-                .filter(|p| !excluded(o, p))
-                .collect();
-            let (train, val) = match &o.val {
-                Some(v) => (all, list_images(v).map_err(err)?),
-                None => split(all, 32, 12),
-            };
-            if train.is_empty() {
-                return Err("no training images left after --exclude".into());
-            }
             let spec = BatchSpec {
                 batch: o.batch,
                 crop: o.crop,
@@ -234,18 +246,6 @@ fn load_data(o: &WallocTrainOptions, start: u64) -> Result<Data, String> {
             })
         }
         Medium::Audio => {
-            let all: Vec<PathBuf> = list_wavs(&o.data)
-                .map_err(err)?
-                .into_iter()
-                .filter(|p| !excluded(o, p))
-                .collect();
-            let (train, val) = match &o.val {
-                Some(v) => (all, list_wavs(v).map_err(err)?),
-                None => split(all, 8, 2),
-            };
-            if train.is_empty() {
-                return Err("no training WAVs left after --exclude".into());
-            }
             let read = |p: &PathBuf| {
                 read_wav_file(p, &Limits::default()).map_err(|e| format!("{}: {e}", p.display()))
             };
@@ -269,32 +269,21 @@ fn pca_samples(o: &WallocTrainOptions, backend: Backend) -> Result<Vec<f32>, Str
         Medium::Audio => (2, 1, o.crop),
     };
     let mut rows = Vec::new();
-    let clips;
-    let (mut paths, mut cache) = (Vec::new(), Vec::new());
-    match cfg.medium {
-        Medium::Image => {
-            paths = list_images(&o.data)
-                .map_err(err)?
-                .into_iter()
-                .filter(|p| !excluded(o, p))
-                .collect();
-            cache = vec![None; paths.len()];
-            clips = Vec::new();
-        }
-        Medium::Audio => {
-            clips = list_wavs(&o.data)
-                .map_err(err)?
-                .iter()
-                .filter(|p| !excluded(o, p))
-                .take(64)
-                .map(|p| {
-                    read_wav_file(p, &Limits::default())
-                        .map_err(|e| format!("{}: {e}", p.display()))
-                        .and_then(|a| stereo(&a))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-        }
-    }
+    // Training files only: the validation hold-out stays unseen.
+    let (train, _) = split_files(o)?;
+    let mut cache = vec![None; train.len()];
+    let clips = match cfg.medium {
+        Medium::Image => Vec::new(),
+        Medium::Audio => train
+            .iter()
+            .take(64)
+            .map(|p| {
+                read_wav_file(p, &Limits::default())
+                    .map_err(|e| format!("{}: {e}", p.display()))
+                    .and_then(|a| stereo(&a))
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
     for k in 0..16u64 {
         let step = u64::MAX - k;
         let samples: Vec<f32> = match cfg.medium {
@@ -307,7 +296,7 @@ fn pca_samples(o: &WallocTrainOptions, backend: Backend) -> Result<Vec<f32>, Str
                     levels: 1,
                     seed: o.seed,
                 };
-                crate::data::make_batch(&spec, &paths, &mut cache, step)?
+                crate::data::make_batch(&spec, &train, &mut cache, step)?
                     .pixels
                     .into_iter()
                     .map(|v| v - 0.5)
