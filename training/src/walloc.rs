@@ -227,18 +227,23 @@ fn split_files(o: &WallocTrainOptions) -> Result<(Vec<PathBuf>, Vec<PathBuf>), S
     Ok((train, val))
 }
 
+/// The image batches of a run (crops and flips only: WaLLoC draws its noise itself).
+fn image_spec(o: &WallocTrainOptions) -> BatchSpec {
+    BatchSpec {
+        batch: o.batch,
+        crop: o.crop,
+        m: 0,
+        n: 0,
+        levels: 1,
+        seed: o.seed,
+    }
+}
+
 fn load_data(o: &WallocTrainOptions, start: u64) -> Result<Data, String> {
     let (train, val) = split_files(o)?;
     match o.model.medium {
         Medium::Image => {
-            let spec = BatchSpec {
-                batch: o.batch,
-                crop: o.crop,
-                m: 0,
-                n: 0,
-                levels: 1,
-                seed: o.seed,
-            };
+            let spec = image_spec(o);
             let val = val.iter().map(|p| load_rgb(p)).collect::<Result<_, _>>()?;
             Ok(Data::Images {
                 loader: Loader::spawn(spec, train, start, o.steps, 4),
@@ -288,14 +293,7 @@ fn pca_samples(o: &WallocTrainOptions, backend: Backend) -> Result<Vec<f32>, Str
         let step = u64::MAX - k;
         let samples: Vec<f32> = match cfg.medium {
             Medium::Image => {
-                let spec = BatchSpec {
-                    batch: o.batch,
-                    crop: o.crop,
-                    m: 0,
-                    n: 0,
-                    levels: 1,
-                    seed: o.seed,
-                };
+                let spec = image_spec(o);
                 crate::data::make_batch(&spec, &train, &mut cache, step)?
                     .pixels
                     .into_iter()
