@@ -11,6 +11,7 @@ pub mod codec;
 pub mod conformance;
 pub mod error;
 pub mod hyperprior;
+pub mod linalg;
 pub mod media;
 pub mod registry;
 pub mod walloc;

@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use super::wavelet::{self, Dims};
 use crate::hyperprior::model::{EntropyBottleneck, lower_bound};
+use crate::linalg::principal_components;
 
 /// Bound of the squashed latent: symbols at step 1 are 8-bit (`|k| ≤ 127`).
 pub const BOUND: f64 = 127.0;
@@ -315,62 +316,6 @@ impl Walloc {
     }
 }
 
-/// Eigenvectors of a symmetric matrix `a` (`n × n`, row-major) by cyclic Jacobi rotations, sorted
-/// by decreasing eigenvalue: `(eigenvalues, vectors)` with vector `k` in `vectors[k*n..(k+1)*n]`.
-pub fn symmetric_eigen(a: &[f64], n: usize) -> (Vec<f64>, Vec<f64>) {
-    let mut a = a.to_vec();
-    let mut v = vec![0.0f64; n * n];
-    for i in 0..n {
-        v[i * n + i] = 1.0;
-    }
-    for _sweep in 0..60 {
-        let off: f64 = (0..n)
-            .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
-            .map(|(i, j)| a[i * n + j] * a[i * n + j])
-            .sum();
-        let diag: f64 = (0..n).map(|i| a[i * n + i] * a[i * n + i]).sum();
-        if off <= 1e-22 * diag.max(1e-300) {
-            break;
-        }
-        for p in 0..n {
-            for q in p + 1..n {
-                let apq = a[p * n + q];
-                if apq.abs() < 1e-300 {
-                    continue;
-                }
-                let theta = (a[q * n + q] - a[p * n + p]) / (2.0 * apq);
-                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
-                let t = if theta == 0.0 { 1.0 } else { t };
-                let c = 1.0 / (t * t + 1.0).sqrt();
-                let s = t * c;
-                for k in 0..n {
-                    let (akp, akq) = (a[k * n + p], a[k * n + q]);
-                    a[k * n + p] = c * akp - s * akq;
-                    a[k * n + q] = s * akp + c * akq;
-                }
-                for k in 0..n {
-                    let (apk, aqk) = (a[p * n + k], a[q * n + k]);
-                    a[p * n + k] = c * apk - s * aqk;
-                    a[q * n + k] = s * apk + c * aqk;
-                }
-                for k in 0..n {
-                    let (vkp, vkq) = (v[k * n + p], v[k * n + q]);
-                    v[k * n + p] = c * vkp - s * vkq;
-                    v[k * n + q] = s * vkp + c * vkq;
-                }
-            }
-        }
-    }
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by(|&x, &y| a[y * n + y].total_cmp(&a[x * n + x]));
-    let values = order.iter().map(|&k| a[k * n + k]).collect();
-    let mut vectors = Vec::with_capacity(n * n);
-    for &k in &order {
-        vectors.extend((0..n).map(|i| v[i * n + k]));
-    }
-    (values, vectors)
-}
-
 impl Walloc {
     /// Initializes the linear parts from a principal component analysis of wavelet bands
     /// (`samples` vectors of `bands` values, row-major): the encoder projects on the top `L`
@@ -390,27 +335,7 @@ impl Walloc {
             }
         }
         mean.iter_mut().for_each(|m| *m /= count as f64);
-        let mut cov = vec![0.0f64; n * n];
-        let mut centred = vec![0.0f64; n];
-        for row in samples.chunks_exact(n) {
-            for ((c, &v), m) in centred.iter_mut().zip(row).zip(&mean) {
-                *c = f64::from(v) - m;
-            }
-            for i in 0..n {
-                let ci = centred[i];
-                for j in i..n {
-                    cov[i * n + j] += ci * centred[j];
-                }
-            }
-        }
-        for i in 0..n {
-            for j in i..n {
-                let v = cov[i * n + j] / (count - 1) as f64;
-                cov[i * n + j] = v;
-                cov[j * n + i] = v;
-            }
-        }
-        let (values, vectors) = symmetric_eigen(&cov, n);
+        let (values, vectors) = principal_components(samples, &mean, n);
         let l = cfg.latent.min(n);
         let mut enc = vec![0.0f32; cfg.latent * n];
         let mut enc_bias = vec![0.0f32; cfg.latent];
@@ -461,27 +386,6 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-
-    #[test]
-    fn jacobi_finds_the_eigenvectors() {
-        // A = Q diag(5, 2, 0.5) Qᵀ with a rotation Q.
-        let (c, s) = (0.6f64, 0.8f64);
-        let q = [c, -s, 0.0, s, c, 0.0, 0.0, 0.0, 1.0];
-        let d = [5.0, 2.0, 0.5];
-        let mut a = [0.0f64; 9];
-        for i in 0..3 {
-            for j in 0..3 {
-                a[i * 3 + j] = (0..3).map(|k| q[i * 3 + k] * d[k] * q[j * 3 + k]).sum();
-            }
-        }
-        let (values, vectors) = symmetric_eigen(&a, 3);
-        for (v, want) in values.iter().zip(d) {
-            assert!((v - want).abs() < 1e-10, "{values:?}");
-        }
-        // The first vector is ±(c, s, 0).
-        let dot = vectors[0] * c + vectors[1] * s;
-        assert!((dot.abs() - 1.0).abs() < 1e-10);
-    }
 
     #[test]
     fn pca_initialization_is_the_best_linear_autoencoder() {
