@@ -294,3 +294,112 @@ fn files_decode_identically_across_backends() {
         );
     }
 }
+
+#[test]
+fn networks_without_the_shortcut_still_load_and_code() {
+    // Weights files made before the shortcut existed have no "shortcut" in their configuration.
+    let old: HyperpriorConfig =
+        serde_json::from_str(r#"{"n": 8, "m": 12, "levels": 8}"#).expect("old config");
+    assert!(!old.shortcut);
+    let device = Backend::Cpu.device();
+    let model = old.init(&device);
+    assert!(model.ga_short.is_none() && model.gs_short.is_none());
+    let bytes = weights::to_bytes(&model, &old, true).expect("serialize");
+    let codec = HyperpriorCodec::from_weights(&bytes, device).expect("load");
+    assert_eq!(codec.config(), old);
+    let img = kodak_crop(64, 64);
+    let coded = codec.encode_image(&img, 4.0).expect("encode");
+    let file = Container::parse(
+        &coded.container.to_bytes().expect("bytes"),
+        &Limits::default(),
+    )
+    .expect("parse");
+    let (_, got) = codec
+        .decode_latent(&file, &Limits::default())
+        .expect("decode");
+    assert_eq!(got.y, coded.y);
+}
+
+fn psnr(a: &RgbImage, b: &RgbImage) -> f64 {
+    let mse = a
+        .as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
+        .sum::<f64>()
+        / a.as_raw().len() as f64;
+    10.0 * (255.0f64.powi(2) / mse.max(1e-10)).log10()
+}
+
+#[test]
+fn the_pca_initialization_is_a_working_block_transform_coder() {
+    // Blocks from a training photo (not the Kodak image coded below).
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/data/train-images/bsds500"
+    );
+    let mut files: Vec<_> = std::fs::read_dir(path)
+        .expect("train images")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    files.sort();
+    let mut blocks = Vec::new();
+    for f in files.iter().take(4) {
+        let img = image::open(f).expect("photo").to_rgb8();
+        for by in (0..img.height() / 16).map(|b| b * 16) {
+            for bx in (0..img.width() / 16).map(|b| b * 16) {
+                for c in 0..3 {
+                    for i in 0..16 {
+                        for j in 0..16 {
+                            blocks.push(f32::from(img.get_pixel(bx + j, by + i).0[c]) / 255.0);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let device = Backend::Cpu.device();
+    let cfg = HyperpriorConfig {
+        m: 48,
+        ..HyperpriorConfig::TINY
+    };
+    let random = cfg.init(&device);
+    device.seed(3);
+    let pca = cfg.init(&device).init_from_pca(&cfg, &blocks, &device);
+    let img = kodak_crop(256, 192);
+    let code = |model: ncodec_codecs::hyperprior::Hyperprior| {
+        let bytes = weights::to_bytes(&model, &cfg, false).expect("serialize");
+        let codec = HyperpriorCodec::from_weights(&bytes, device.clone()).expect("load");
+        // Without quantization: the linear path alone is a projection on 48 components.
+        let back = codec
+            .synthesis(&codec.analysis(&img).expect("analysis"), 256, 192)
+            .expect("synthesis");
+        // Through the bitstream at the top and bottom of the ladder.
+        let coded = |q: f32| {
+            let c = codec.encode_image(&img, q).expect("encode");
+            let bpp = c.container.to_bytes().expect("bytes").len() as f64 * 8.0 / (256.0 * 192.0);
+            let out = codec
+                .decode_image(&c.container, &Limits::default())
+                .expect("decode");
+            (bpp, psnr(&img, &out))
+        };
+        (psnr(&img, &back), coded(8.0), coded(1.0))
+    };
+    let (pca_proj, pca_q8, pca_q1) = code(pca);
+    let (random_proj, random_q8, _) = code(random);
+    eprintln!(
+        "PCA: projection {pca_proj:.2} dB, q8 {pca_q8:?}, q1 {pca_q1:?}; random: {random_proj:.2} dB, q8 {random_q8:?}"
+    );
+    assert!(
+        pca_proj > 27.0,
+        "48 components reconstruct at {pca_proj:.2} dB"
+    );
+    assert!(random_proj < 20.0);
+    // The gains turn λ into the step size: q8 keeps most of the projection's quality, q1 spends
+    // far fewer bits.
+    assert!(
+        pca_q8.1 > 26.0 && pca_q8.1 > random_q8.1 + 6.0,
+        "{pca_q8:?} vs {random_q8:?}"
+    );
+    assert!(pca_q1.0 < pca_q8.0 / 2.0, "q1 {pca_q1:?} vs q8 {pca_q8:?}");
+}

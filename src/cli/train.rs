@@ -64,9 +64,14 @@ pub struct TrainArgs {
     /// WaLLoC: decoder residual blocks (default 3).
     #[arg(long)]
     pub blocks: Option<usize>,
-    /// WaLLoC: start from random weights instead of a PCA of the data's wavelet bands.
+    /// Start from random weights instead of a PCA of the data (WaLLoC: of its wavelet bands;
+    /// hyperprior: of its 16×16 blocks, for the linear shortcut).
     #[arg(long)]
     pub no_pca_init: bool,
+    /// Hyperprior: the plain Minnen et al. network, without the linear block-transform shortcut
+    /// beside g_a and g_s.
+    #[arg(long)]
+    pub no_shortcut: bool,
     /// Channels N of the hidden layers and of z.
     #[arg(long, default_value_t = HyperpriorConfig::SHIPPED.n)]
     pub n: usize,
@@ -107,7 +112,6 @@ fn run_hyperprior(args: &TrainArgs, backend: Backend, quiet: bool) -> Result<()>
         ("--hidden", args.hidden.is_some()),
         ("--blocks", args.blocks.is_some()),
         ("--exclude", !args.exclude.is_empty()),
-        ("--no-pca-init", args.no_pca_init),
     ];
     if let Some((flag, _)) = walloc_only.iter().find(|f| f.1) {
         bail!("{flag} is a WaLLoC option; the hyperprior takes --n and --m");
@@ -119,6 +123,7 @@ fn run_hyperprior(args: &TrainArgs, backend: Backend, quiet: bool) -> Result<()>
         model: HyperpriorConfig {
             n: args.n,
             m: args.m,
+            shortcut: !args.no_shortcut,
             ..HyperpriorConfig::SHIPPED
         },
         steps: args.steps,
@@ -128,6 +133,7 @@ fn run_hyperprior(args: &TrainArgs, backend: Backend, quiet: bool) -> Result<()>
         checkpoint_every: args.checkpoint_every.max(1),
         val_every: args.val_every,
         seed: args.seed,
+        pca_init: !args.no_pca_init,
         ..defaults
     };
     let summary = train(options, &args.out, args.resume, backend, quiet).map_err(|e| anyhow!(e))?;
@@ -145,6 +151,9 @@ fn run_hyperprior(args: &TrainArgs, backend: Backend, quiet: bool) -> Result<()>
 }
 
 fn run_walloc(args: &TrainArgs, medium: Medium, backend: Backend, quiet: bool) -> Result<()> {
+    if args.no_shortcut {
+        bail!("--no-shortcut is a hyperprior option");
+    }
     let d = WallocTrainOptions::defaults(medium);
     let options = WallocTrainOptions {
         data: args.data.clone(),

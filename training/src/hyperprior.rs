@@ -53,6 +53,10 @@ pub struct TrainOptions {
     pub val_every: u64,
     /// Seed of the batches.
     pub seed: u64,
+    /// Start the linear shortcut from the principal components of the training crops' 16×16
+    /// blocks (only for models with a shortcut; a fresh run only).
+    #[serde(default)]
+    pub pca_init: bool,
 }
 
 impl Default for TrainOptions {
@@ -69,6 +73,7 @@ impl Default for TrainOptions {
             checkpoint_every: 250,
             val_every: 1000,
             seed: 1,
+            pca_init: true,
         }
     }
 }
@@ -202,7 +207,7 @@ pub fn train(
     let mut optim: ModuleOptimizer = AdamConfig::new()
         .with_grad_clipping(Some(GradientClippingConfig::Norm(1.0)))
         .init();
-    let (mut model, start, mut seconds) = match &prior {
+    let (mut model, start, seconds) = match &prior {
         Some(dir) => {
             let bytes = std::fs::read(dir.join("model.ncw")).map_err(err)?;
             let (c, m) = weights::load(&bytes, &device).map_err(err)?;
@@ -245,6 +250,12 @@ pub fn train(
         levels: cfg.levels,
         seed: options.seed,
     };
+    if prior.is_none() && cfg.shortcut && options.pca_init {
+        // Training files only: the validation hold-out stays unseen.
+        let blocks = pca_blocks(&spec, &train_paths, PCA_BATCHES)?;
+        model = model.init_from_pca(&cfg, &blocks, &device);
+    }
+    let mut seconds = seconds;
     let loader = Loader::spawn(spec, train_paths, start, options.steps, 4);
     let val_images = val_paths
         .iter()
@@ -359,6 +370,35 @@ pub fn train(
         steps_per_second: ran as f64 / t0.elapsed().as_secs_f64().max(1e-9),
         last_validation,
     })
+}
+
+/// Batches of crops whose 16×16 blocks feed the PCA initialization (8 × 128² crops give 512
+/// blocks a batch: 16 k blocks for 768 dimensions).
+const PCA_BATCHES: u64 = 32;
+
+/// The 16×16 blocks of `batches` batches of training crops (drawn at steps no run reaches), as
+/// rows of `3·16·16` values laid out channel, row, column.
+fn pca_blocks(spec: &BatchSpec, paths: &[PathBuf], batches: u64) -> Result<Vec<f32>, String> {
+    const B: usize = ncodec_codecs::hyperprior::model::BLOCK;
+    let s = spec.crop;
+    let mut cache = vec![None; paths.len()];
+    let mut rows = Vec::new();
+    for k in 0..batches {
+        let batch = crate::data::make_batch(spec, paths, &mut cache, u64::MAX - k)?;
+        for img in batch.pixels.chunks_exact(3 * s * s) {
+            for by in (0..s).step_by(B) {
+                for bx in (0..s).step_by(B) {
+                    for c in 0..3 {
+                        for i in 0..B {
+                            let at = (c * s + by + i) * s + bx;
+                            rows.extend_from_slice(&img[at..at + B]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(rows)
 }
 
 /// Prints above the bar, or to stderr when there is no terminal (where indicatif prints nothing).

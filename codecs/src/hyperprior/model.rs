@@ -11,6 +11,13 @@
 //! | `(σ, μ)` | `2 × [B, M, H/16, W/16]` | `h_s(ẑ)` (2× deconv 5×5 stride 2, conv 3×3) |
 //! | `x̂` | `[B, 3, H, W]` | `g_s(ŷ·g⁻¹(q))` (4× deconv 5×5 stride 2, inverse GDN between) |
 //!
+//! With [`HyperpriorConfig::shortcut`], `g_a` and `g_s` each add a linear path beside the deep one:
+//! a 16×16 block transform (conv 16×16 stride 16, `3·256 → M`) into `y`, and its transpose out of
+//! `ŷ` (the "linear shortcuts" that make learned transforms converge faster, as in AuxT). Training
+//! starts it from the principal components of the training data's 16×16 blocks
+//! ([`Hyperprior::init_from_pca`]) with the deep paths' last layers at zero, so step 0 is already
+//! a working transform coder and the steps go to what a linear transform cannot do.
+//!
 //! `ẑ` is coded with a factorized prior ([`EntropyBottleneck`]), `ŷ` with a Gaussian of mean `μ`
 //! and scale `σ`. At coding time `h_s` runs in the deterministic CPU path of
 //! [`super::hs_cpu`], never in Burn, so the scale indices agree on every machine.
@@ -23,6 +30,8 @@ use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
+
+use crate::linalg::principal_components;
 
 /// Slope of every leaky ReLU (PyTorch's default).
 pub const LEAKY_SLOPE: f64 = 0.01;
@@ -40,6 +49,8 @@ pub const GAIN_SCALE: f32 = 8.0;
 pub const GAIN_AT_MID: f64 = 4.0;
 /// The input side must be a multiple of this (four stride-2 layers, then two more in `h_a`).
 pub const ALIGN: usize = 64;
+/// Side of the linear shortcut's blocks (the downsampling of `g_a`).
+pub const BLOCK: usize = 16;
 
 /// Network size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +61,10 @@ pub struct HyperpriorConfig {
     pub m: usize,
     /// Quality levels (gain vectors); level `l` is trained with `LAMBDAS[l]`.
     pub levels: usize,
+    /// Linear 16×16 block-transform paths beside `g_a` and `g_s` (absent from weights files made
+    /// before they existed, which load as `false`).
+    #[serde(default)]
+    pub shortcut: bool,
 }
 
 impl HyperpriorConfig {
@@ -58,6 +73,7 @@ impl HyperpriorConfig {
         n: 64,
         m: 128,
         levels: 8,
+        shortcut: true,
     };
 
     /// A tiny configuration for tests.
@@ -65,6 +81,7 @@ impl HyperpriorConfig {
         n: 8,
         m: 12,
         levels: 8,
+        shortcut: true,
     };
 
     /// Channels of the middle layer of `h_s`.
@@ -139,7 +156,25 @@ impl HyperpriorConfig {
             log_gain.extend(std::iter::repeat_n(g as f32, m));
         }
         let gain = Tensor::<2>::from_data(TensorData::new(log_gain, [self.levels, m]), device);
+        let block = |c: Conv2dConfig| match &zeros {
+            Some(z) => c.with_initializer(z.clone()),
+            None => c,
+        };
+        let ga_short = self.shortcut.then(|| {
+            block(Conv2dConfig::new([3, m], [BLOCK, BLOCK]).with_stride([BLOCK, BLOCK]))
+                .init(device)
+        });
+        let gs_short = self.shortcut.then(|| {
+            let c = ConvTranspose2dConfig::new([m, 3], [BLOCK, BLOCK]).with_stride([BLOCK, BLOCK]);
+            match &zeros {
+                Some(z) => c.with_initializer(z.clone()),
+                None => c,
+            }
+            .init(device)
+        });
         Hyperprior {
+            ga_short,
+            gs_short,
             ga: vec![down(3, n), down(n, n), down(n, n), down(n, m)],
             ga_gdn: vec![
                 Gdn::new(n, device),
@@ -325,6 +360,10 @@ impl EntropyBottleneck {
 /// The network. See the module documentation for shapes.
 #[derive(Module, Debug)]
 pub struct Hyperprior {
+    /// Linear block-transform path of `g_a` (with [`HyperpriorConfig::shortcut`]).
+    pub ga_short: Option<Conv2d>,
+    /// Linear block-transform path of `g_s`.
+    pub gs_short: Option<ConvTranspose2d>,
     /// Analysis transform convolutions.
     pub ga: Vec<Conv2d>,
     /// GDN after each of the first three analysis convolutions.
@@ -359,6 +398,7 @@ pub struct TrainOutput {
 impl Hyperprior {
     /// The analysis transform `g_a`.
     pub fn analysis(&self, x: Tensor<4>) -> Tensor<4> {
+        let linear = self.ga_short.as_ref().map(|c| c.forward(x.clone()));
         let mut h = x;
         for (i, conv) in self.ga.iter().enumerate() {
             h = conv.forward(h);
@@ -366,11 +406,15 @@ impl Hyperprior {
                 h = gdn.forward(h);
             }
         }
-        h
+        match linear {
+            Some(l) => h + l,
+            None => h,
+        }
     }
 
     /// The synthesis transform `g_s`.
     pub fn synthesis(&self, y: Tensor<4>) -> Tensor<4> {
+        let linear = self.gs_short.as_ref().map(|c| c.forward(y.clone()));
         let mut h = y;
         for (i, conv) in self.gs.iter().enumerate() {
             h = conv.forward(h);
@@ -378,7 +422,93 @@ impl Hyperprior {
                 h = igdn.inverse(h);
             }
         }
-        h
+        match linear {
+            Some(l) => h + l,
+            None => h,
+        }
+    }
+
+    /// Starts the linear paths from the principal components of `blocks` (rows of `3·16·16`
+    /// values in `[0, 1]`, laid out channel, row, column), zeroes the last layer of each deep path
+    /// so that the network starts as a block transform coder, and sets every quality level's gain
+    /// to the step that balances its λ against the rate at high rate. Without a shortcut, or with
+    /// fewer than two blocks, returns the network unchanged.
+    ///
+    /// For an orthonormal transform with uniform steps Δ, `λ·255²·MSE + bpp` is least at
+    /// `Δ² = 18 / (λ·255²·ln 2)` (MSE `Δ²/12` per kept coefficient over `3·256` values, rate
+    /// `−log2 Δ` per coefficient over 256 pixels); the gain is `1/Δ`.
+    pub fn init_from_pca(
+        mut self,
+        cfg: &HyperpriorConfig,
+        blocks: &[f32],
+        device: &Device,
+    ) -> Self {
+        let n = 3 * BLOCK * BLOCK;
+        let count = blocks.len() / n;
+        if !cfg.shortcut || count < 2 {
+            return self;
+        }
+        // Centre on one mean per colour (a transposed convolution has one bias per output
+        // channel, so the decoder can only add a per-colour mean back).
+        let mut colour_mean = [0.0f64; 3];
+        for row in blocks.chunks_exact(n) {
+            for (c, m) in colour_mean.iter_mut().enumerate() {
+                *m += row[c * BLOCK * BLOCK..(c + 1) * BLOCK * BLOCK]
+                    .iter()
+                    .map(|&v| f64::from(v))
+                    .sum::<f64>();
+            }
+        }
+        colour_mean
+            .iter_mut()
+            .for_each(|m| *m /= (count * BLOCK * BLOCK) as f64);
+        let mean: Vec<f64> = (0..n).map(|i| colour_mean[i / (BLOCK * BLOCK)]).collect();
+        let (_, vectors) = principal_components(blocks, &mean, n);
+        let m = cfg.m;
+        let mut weight = vec![0.0f32; m * n];
+        let mut bias = vec![0.0f32; m];
+        for k in 0..m.min(n) {
+            let u = &vectors[k * n..(k + 1) * n];
+            for i in 0..n {
+                weight[k * n + i] = u[i] as f32;
+            }
+            bias[k] = -u.iter().zip(&mean).map(|(a, b)| a * b).sum::<f64>() as f32;
+        }
+        let param4 = |data: Vec<f32>, shape: [usize; 4]| {
+            Param::from_tensor(Tensor::from_data(TensorData::new(data, shape), device))
+        };
+        let param1 = |data: Vec<f32>| {
+            let len = data.len();
+            Param::from_tensor(Tensor::from_data(TensorData::new(data, [len]), device))
+        };
+        if let Some(conv) = self.ga_short.as_mut() {
+            conv.weight = param4(weight.clone(), [m, 3, BLOCK, BLOCK]);
+            conv.bias = Some(param1(bias));
+        }
+        if let Some(conv) = self.gs_short.as_mut() {
+            conv.weight = param4(weight, [m, 3, BLOCK, BLOCK]);
+            conv.bias = Some(param1(colour_mean.iter().map(|&v| v as f32).collect()));
+        }
+        if let Some(last) = self.ga.last_mut() {
+            let [o, i, kh, kw] = last.weight.dims();
+            last.weight = param4(vec![0.0; o * i * kh * kw], [o, i, kh, kw]);
+            last.bias = Some(param1(vec![0.0; o]));
+        }
+        if let Some(last) = self.gs.last_mut() {
+            let [i, o, kh, kw] = last.weight.dims();
+            last.weight = param4(vec![0.0; o * i * kh * kw], [i, o, kh, kw]);
+            last.bias = Some(param1(vec![0.0; o]));
+        }
+        let mut log_gain = Vec::with_capacity(cfg.levels * m);
+        for lambda in LAMBDAS.iter().take(cfg.levels) {
+            let step2 = 18.0 / (lambda * 255.0 * 255.0 * std::f64::consts::LN_2);
+            let g = (-0.5 * step2.ln()) / f64::from(GAIN_SCALE);
+            log_gain.extend(std::iter::repeat_n(g as f32, m));
+        }
+        let gain = Tensor::<2>::from_data(TensorData::new(log_gain, [cfg.levels, m]), device);
+        self.log_gain = Param::from_tensor(gain.clone());
+        self.log_inv_gain = Param::from_tensor(gain.neg());
+        self
     }
 
     /// The hyper-analysis `h_a`.
