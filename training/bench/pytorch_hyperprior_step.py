@@ -1,8 +1,9 @@
 """The ncodec hyperprior network in PyTorch, for a side-by-side training-speed comparison.
 
 Same layers, sizes, loss and optimizer as `ncodec train --codec hyperprior` (N=64, M=128,
-simplified GDN, factorized bottleneck with filters (3,3,3), per-sample lambda, Adam): only the
-framework differs. Random data of the same shape is used, so decoding JPEGs is not measured (it is
+simplified GDN, the linear 16x16 block-transform shortcut beside g_a and g_s (`--no-shortcut` drops
+it, like ncodec's flag), factorized bottleneck with filters (3,3,3), per-sample lambda, Adam): only
+the framework differs. Random data of the same shape is used, so decoding JPEGs is not measured (it is
 under 1 % of a step in ncodec's profile).
 
     pip install torch
@@ -86,8 +87,10 @@ def lower_bound(x, b):
 
 
 class Hyperprior(nn.Module):
-    def __init__(self, n=64, m=128, levels=8):
+    def __init__(self, n=64, m=128, levels=8, shortcut=True):
         super().__init__()
+        self.ga_short = nn.Conv2d(3, m, 16, 16) if shortcut else None
+        self.gs_short = nn.ConvTranspose2d(m, 3, 16, 16) if shortcut else None
         self.ga = nn.ModuleList([down(3, n), down(n, n), down(n, n), down(n, m)])
         self.ga_gdn = nn.ModuleList([Gdn(n) for _ in range(3)])
         self.gs = nn.ModuleList([up(m, n), up(n, n), up(n, n), up(n, 3)])
@@ -109,6 +112,8 @@ class Hyperprior(nn.Module):
             h = conv(h)
             if i < 3:
                 h = self.ga_gdn[i](h)
+        if self.ga_short is not None:
+            h = h + self.ga_short(x)
         y = h * gain
         h = y
         for i, conv in enumerate(self.ha):
@@ -126,10 +131,13 @@ class Hyperprior(nn.Module):
         cdf = lambda t: 0.5 * (1 + torch.erf(t / math.sqrt(2)))
         y_lik = cdf((v + 0.5) / scales) - cdf((v - 0.5) / scales)
         h = (ste_round(y - means) + means) * inv
+        y_hat = h
         for i, conv in enumerate(self.gs):
             h = conv(h)
             if i < 3:
                 h = self.gs_igdn[i](h)
+        if self.gs_short is not None:
+            h = h + self.gs_short(y_hat)
         bits = lambda l: -torch.log(lower_bound(l, 1e-9)).flatten(1).sum(1) / math.log(2)
         return h, bits(y_lik) + bits(z_lik)
 
@@ -140,10 +148,11 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--crop", type=int, default=128)
+    p.add_argument("--no-shortcut", action="store_true")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(1)
-    model = Hyperprior()
+    model = Hyperprior(shortcut=not a.no_shortcut)
     opt = torch.optim.Adam(model.parameters(), lr=2e-4)
     lambdas = torch.tensor(LAMBDAS)
     times = []

@@ -10,6 +10,10 @@ use ncodec_codecs::Backend;
 use ncodec_codecs::hyperprior::{HyperpriorConfig, weights};
 use ncodec_training::hyperprior::{TrainOptions, train};
 
+/// Seeded initialization draws from the device's global generator: runs in parallel test threads
+/// would interleave their draws, so the tests of this file run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn data() -> PathBuf {
     PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -63,6 +67,7 @@ fn analysis_of(run: &Path) -> Vec<f32> {
 
 #[test]
 fn a_resumed_run_continues_exactly() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().expect("tmp");
     let straight = dir.path().join("straight");
     let killed = dir.path().join("killed");
@@ -136,6 +141,7 @@ fn early_psnr(run: &Path, k: usize) -> f64 {
 
 #[test]
 fn the_pca_initialization_starts_far_ahead_of_random_weights() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().expect("tmp");
     let run = |pca_init: bool, name: &str| {
         let out = dir.path().join(name);
