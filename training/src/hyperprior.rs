@@ -207,7 +207,7 @@ pub fn train(
     let mut optim: ModuleOptimizer = AdamConfig::new()
         .with_grad_clipping(Some(GradientClippingConfig::Norm(1.0)))
         .init();
-    let (mut model, start, seconds) = match &prior {
+    let (mut model, start, mut seconds) = match &prior {
         Some(dir) => {
             let bytes = std::fs::read(dir.join("model.ncw")).map_err(err)?;
             let (c, m) = weights::load(&bytes, &device).map_err(err)?;
@@ -255,7 +255,6 @@ pub fn train(
         let blocks = pca_blocks(&spec, &train_paths, PCA_BATCHES)?;
         model = model.init_from_pca(&cfg, &blocks, &device);
     }
-    let mut seconds = seconds;
     let loader = Loader::spawn(spec, train_paths, start, options.steps, 4);
     let val_images = val_paths
         .iter()
