@@ -228,6 +228,81 @@ fn train_from_the_command_line_writes_weights_that_encode() {
         "{}",
         text(&out.stderr)
     );
+    // A fresh run started from those weights, widened to more latent channels, and the
+    // combinations that cannot work.
+    let wide = dir.path().join("wide");
+    let from = |out: &Path, extra: &[&str]| {
+        let mut a = vec![
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--steps",
+            "1",
+            "--batch",
+            "1",
+            "--crop",
+            "64",
+            "--val-every",
+            "0",
+            "--quiet",
+        ];
+        a.extend_from_slice(extra);
+        ncodec(&a)
+    };
+    let out = from(
+        &wide,
+        &[
+            "--codec",
+            "hyperprior",
+            "--n",
+            "8",
+            "--m",
+            "20",
+            "--init-from",
+            w.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let wide_weights = std::fs::read(wide.join("weights.ncw")).unwrap();
+    let (cfg, _) = weights::config_of(&wide_weights).unwrap();
+    assert_eq!((cfg.n, cfg.m, cfg.shortcut), (8, 20, true));
+    let run_json = std::fs::read_to_string(wide.join("run.json")).unwrap();
+    assert!(run_json.contains("\"warmup\": 200"), "{run_json}");
+    let out = from(
+        &dir.path().join("other-n"),
+        &[
+            "--codec",
+            "hyperprior",
+            "--n",
+            "16",
+            "--m",
+            "20",
+            "--init-from",
+            w.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("only M may grow"),
+        "{}",
+        text(&out.stderr)
+    );
+    for flag in [
+        &["--no-shortcut"][..],
+        &["--init-from", w.to_str().unwrap()],
+    ] {
+        let mut extra = vec!["--codec", "walloc-image"];
+        extra.extend_from_slice(flag);
+        let out = from(&dir.path().join("walloc"), &extra);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            text(&out.stderr).contains("hyperprior options"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
     let out = ncodec(&[
         "train",
         "--codec",

@@ -331,9 +331,9 @@ fn psnr(a: &RgbImage, b: &RgbImage) -> f64 {
     10.0 * (255.0f64.powi(2) / mse.max(1e-10)).log10()
 }
 
-#[test]
-fn the_pca_initialization_is_a_working_block_transform_coder() {
-    // Blocks from a training photo (not the Kodak image coded below).
+/// 16×16 blocks (3·256 values in [0, 1], channel, row, column) of four training photos (not the
+/// Kodak image the tests code).
+fn training_blocks() -> Vec<f32> {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../shared/data/train-images/bsds500"
@@ -358,6 +358,12 @@ fn the_pca_initialization_is_a_working_block_transform_coder() {
             }
         }
     }
+    blocks
+}
+
+#[test]
+fn the_pca_initialization_is_a_working_block_transform_coder() {
+    let blocks = training_blocks();
     let device = Backend::Cpu.device();
     let cfg = HyperpriorConfig {
         m: 48,
@@ -402,4 +408,112 @@ fn the_pca_initialization_is_a_working_block_transform_coder() {
         "{pca_q8:?} vs {random_q8:?}"
     );
     assert!(pca_q1.0 < pca_q8.0 / 2.0, "q1 {pca_q1:?} vs q8 {pca_q8:?}");
+}
+
+/// (bpp, PSNR) of `img` coded at quality `q` by `codec`.
+fn coded(codec: &HyperpriorCodec, img: &RgbImage, q: f32) -> (f64, f64) {
+    let c = codec.encode_image(img, q).expect("encode");
+    let bits = c.container.to_bytes().expect("bytes").len() as f64 * 8.0;
+    let out = codec
+        .decode_image(&c.container, &Limits::default())
+        .expect("decode");
+    (
+        bits / f64::from(img.width() * img.height()),
+        psnr(img, &out),
+    )
+}
+
+#[test]
+fn widening_keeps_the_trained_channels_and_adds_principal_components() {
+    let blocks = training_blocks();
+    let device = Backend::Cpu.device();
+    let narrow = HyperpriorConfig {
+        m: 24,
+        ..HyperpriorConfig::TINY
+    };
+    device.seed(5);
+    // A random network (deep paths active) and a PCA-started one (a working coder).
+    let random = narrow.init(&device);
+    let pca = narrow
+        .init(&device)
+        .init_from_pca(&narrow, &blocks, &device);
+    let img = kodak_crop(256, 192);
+    let codec_of = |model: &ncodec_codecs::hyperprior::Hyperprior, cfg: &HyperpriorConfig| {
+        let bytes = weights::to_bytes(model, cfg, false).expect("serialize");
+        HyperpriorCodec::from_weights(&bytes, device.clone()).expect("load")
+    };
+
+    // Widening changes nothing the old channels do: the same y on them, and the same picture
+    // from a y whose new channels are zero.
+    let before = codec_of(&random, &narrow);
+    let (wide_random, wide) = random.widen(&narrow, 40, &blocks, &device).expect("widen");
+    assert_eq!(wide.m, 40);
+    let after = codec_of(&wide_random, &wide);
+    let (y0, y1) = (
+        before.analysis(&img).expect("analysis"),
+        after.analysis(&img).expect("analysis"),
+    );
+    assert_eq!((y1.c, y1.h, y1.w), (40, y0.h, y0.w));
+    let plane = y0.h * y0.w;
+    for (a, b) in y0.data.iter().zip(&y1.data[..24 * plane]) {
+        assert!((a - b).abs() <= 1e-4 * (1.0 + a.abs()), "{a} vs {b}");
+    }
+    let mut y_zeroed = y1.clone();
+    y_zeroed.data[24 * plane..]
+        .iter_mut()
+        .for_each(|v| *v = 0.0);
+    let x0 = before.synthesis(&y0, 256, 192).expect("synthesis");
+    let x1 = after.synthesis(&y_zeroed, 256, 192).expect("synthesis");
+    let differing = x0
+        .as_raw()
+        .iter()
+        .zip(x1.as_raw())
+        .filter(|(a, b)| a.abs_diff(**b) > 1)
+        .count();
+    assert_eq!(differing, 0, "the old channels decode differently");
+
+    // From a working coder: the new components lift the quality ceiling where the step is fine,
+    // and cost little where it is coarse.
+    let narrow_codec = codec_of(&pca, &narrow);
+    let (wide_pca, wide) = pca.widen(&narrow, 72, &blocks, &device).expect("widen");
+    let wide_codec = codec_of(&wide_pca, &wide);
+    let projection = |c: &HyperpriorCodec| {
+        psnr(
+            &img,
+            &c.synthesis(&c.analysis(&img).expect("analysis"), 256, 192)
+                .expect("synthesis"),
+        )
+    };
+    let (p_narrow, p_wide) = (projection(&narrow_codec), projection(&wide_codec));
+    let (n8, w8) = (
+        coded(&narrow_codec, &img, 8.0),
+        coded(&wide_codec, &img, 8.0),
+    );
+    let (n1, w1) = (
+        coded(&narrow_codec, &img, 1.0),
+        coded(&wide_codec, &img, 1.0),
+    );
+    eprintln!("projection {p_narrow:.2} → {p_wide:.2} dB; q8 {n8:?} → {w8:?}; q1 {n1:?} → {w1:?}");
+    assert!(p_wide > p_narrow + 2.0, "{p_narrow} → {p_wide}");
+    assert!(w8.1 > n8.1 + 1.0, "q8 {n8:?} → {w8:?}");
+    assert!(w1.1 > n1.1 - 0.2 && w1.0 < n1.0 * 1.5, "q1 {n1:?} → {w1:?}");
+
+    // What cannot be widened.
+    let no_shortcut = HyperpriorConfig {
+        shortcut: false,
+        ..narrow
+    };
+    assert!(
+        no_shortcut
+            .init(&device)
+            .widen(&no_shortcut, 40, &blocks, &device)
+            .is_err()
+    );
+    assert!(wide_pca.widen(&wide, 72, &blocks, &device).is_err());
+    assert!(
+        narrow
+            .init(&device)
+            .widen(&narrow, 769, &blocks, &device)
+            .is_err()
+    );
 }

@@ -72,6 +72,15 @@ pub struct TrainArgs {
     /// beside g_a and g_s.
     #[arg(long)]
     pub no_shortcut: bool,
+    /// Hyperprior: start a fresh run from these weights (e.g. assets/hyperprior/weights.ncw) instead
+    /// of random or PCA weights; weights with a smaller --m are widened, the new latent channels
+    /// starting as the next principal components of the training blocks.
+    #[arg(long)]
+    pub init_from: Option<PathBuf>,
+    /// Hyperprior: steps over which the learning rate ramps up from zero (default 200 with
+    /// --init-from, else 0).
+    #[arg(long)]
+    pub warmup: Option<u64>,
     /// Channels N of the hidden layers and of z.
     #[arg(long, default_value_t = HyperpriorConfig::SHIPPED.n)]
     pub n: usize,
@@ -134,6 +143,10 @@ fn run_hyperprior(args: &TrainArgs, backend: Backend, quiet: bool) -> Result<()>
         val_every: args.val_every,
         seed: args.seed,
         pca_init: !args.no_pca_init,
+        init_from: args.init_from.clone(),
+        warmup: args
+            .warmup
+            .unwrap_or(if args.init_from.is_some() { 200 } else { 0 }),
         ..defaults
     };
     let summary = train(options, &args.out, args.resume, backend, quiet).map_err(|e| anyhow!(e))?;
@@ -151,8 +164,8 @@ fn run_hyperprior(args: &TrainArgs, backend: Backend, quiet: bool) -> Result<()>
 }
 
 fn run_walloc(args: &TrainArgs, medium: Medium, backend: Backend, quiet: bool) -> Result<()> {
-    if args.no_shortcut {
-        bail!("--no-shortcut is a hyperprior option");
+    if args.no_shortcut || args.init_from.is_some() || args.warmup.is_some() {
+        bail!("--no-shortcut, --init-from and --warmup are hyperprior options");
     }
     let d = WallocTrainOptions::defaults(medium);
     let options = WallocTrainOptions {

@@ -57,6 +57,16 @@ pub struct TrainOptions {
     /// blocks (only for models with a shortcut; a fresh run only).
     #[serde(default)]
     pub pca_init: bool,
+    /// Start a fresh run from these hyperprior weights instead of random or PCA weights; weights
+    /// of a smaller `M` (same `N`, levels and shortcut) are widened to `model.m` first
+    /// ([`Hyperprior::widen`](ncodec_codecs::hyperprior::Hyperprior::widen)).
+    #[serde(default)]
+    pub init_from: Option<PathBuf>,
+    /// Steps over which the learning rate ramps up linearly from a run's first step (a fresh Adam
+    /// on trained weights otherwise moves every parameter by about `lr` per step at first, which
+    /// undoes training; 0: none).
+    #[serde(default)]
+    pub warmup: u64,
 }
 
 impl Default for TrainOptions {
@@ -74,6 +84,8 @@ impl Default for TrainOptions {
             val_every: 1000,
             seed: 1,
             pca_init: true,
+            init_from: None,
+            warmup: 0,
         }
     }
 }
@@ -156,10 +168,15 @@ pub(crate) fn progress_bar(quiet: bool, steps: u64) -> Result<ProgressBar, Strin
 
 /// The learning rate at `step`.
 pub fn learning_rate(o: &TrainOptions, step: u64) -> f64 {
-    if (step as f64) < o.lr_drop * o.steps as f64 {
+    let base = if (step as f64) < o.lr_drop * o.steps as f64 {
         o.lr
     } else {
         o.lr * 0.1
+    };
+    if step < o.warmup {
+        base * (step + 1) as f64 / o.warmup as f64
+    } else {
+        base
     }
 }
 
@@ -250,7 +267,22 @@ pub fn train(
         levels: cfg.levels,
         seed: options.seed,
     };
-    if prior.is_none() && cfg.shortcut && options.pca_init {
+    if let (None, Some(path)) = (&prior, &options.init_from) {
+        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let (c, m) = weights::load(&bytes, &device).map_err(err)?;
+        model = if c == cfg {
+            m
+        } else if c.m < cfg.m && (HyperpriorConfig { m: cfg.m, ..c }) == cfg {
+            // Training files only: the validation hold-out stays unseen.
+            let blocks = pca_blocks(&spec, &train_paths, PCA_BATCHES)?;
+            m.widen(&c, cfg.m, &blocks, &device)?.0
+        } else {
+            return Err(format!(
+                "{} holds a {c:?} network, which cannot start a {cfg:?} run (only M may grow)",
+                path.display()
+            ));
+        };
+    } else if prior.is_none() && cfg.shortcut && options.pca_init {
         // Training files only: the validation hold-out stays unseen.
         let blocks = pca_blocks(&spec, &train_paths, PCA_BATCHES)?;
         model = model.init_from_pca(&cfg, &blocks, &device);

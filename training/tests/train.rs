@@ -162,3 +162,22 @@ fn the_pca_initialization_starts_far_ahead_of_random_weights() {
         "PCA start {pca:.2} dB vs random start {random:.2} dB"
     );
 }
+
+#[test]
+fn the_learning_rate_warms_up_then_drops() {
+    let o = TrainOptions {
+        lr: 1e-3,
+        steps: 1000,
+        lr_drop: 0.8,
+        warmup: 100,
+        ..TrainOptions::default()
+    };
+    let lr = |s| ncodec_training::hyperprior::learning_rate(&o, s);
+    assert!((lr(0) - 1e-5).abs() < 1e-12);
+    assert!((lr(49) - 5e-4).abs() < 1e-12);
+    assert!((lr(99) - 1e-3).abs() < 1e-12);
+    assert!((lr(500) - 1e-3).abs() < 1e-12);
+    assert!((lr(900) - 1e-4).abs() < 1e-12);
+    let no_warmup = TrainOptions { warmup: 0, ..o };
+    assert!((ncodec_training::hyperprior::learning_rate(&no_warmup, 0) - 1e-3).abs() < 1e-12);
+}

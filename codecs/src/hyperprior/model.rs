@@ -444,26 +444,11 @@ impl Hyperprior {
         device: &Device,
     ) -> Self {
         let n = 3 * BLOCK * BLOCK;
-        let count = blocks.len() / n;
-        if !cfg.shortcut || count < 2 {
+        if !cfg.shortcut || blocks.len() / n < 2 {
             return self;
         }
-        // Centre on one mean per colour (a transposed convolution has one bias per output
-        // channel, so the decoder can only add a per-colour mean back).
-        let mut colour_mean = [0.0f64; 3];
-        for row in blocks.chunks_exact(n) {
-            for (c, m) in colour_mean.iter_mut().enumerate() {
-                *m += row[c * BLOCK * BLOCK..(c + 1) * BLOCK * BLOCK]
-                    .iter()
-                    .map(|&v| f64::from(v))
-                    .sum::<f64>();
-            }
-        }
-        colour_mean
-            .iter_mut()
-            .for_each(|m| *m /= (count * BLOCK * BLOCK) as f64);
-        let mean: Vec<f64> = (0..n).map(|i| colour_mean[i / (BLOCK * BLOCK)]).collect();
-        let (_, vectors) = principal_components(blocks, &mean, n);
+        let pca = BlockPca::new(blocks);
+        let (colour_mean, mean, vectors) = (pca.colour_mean, pca.mean, pca.vectors);
         let m = cfg.m;
         let mut weight = vec![0.0f32; m * n];
         let mut bias = vec![0.0f32; m];
@@ -509,6 +494,231 @@ impl Hyperprior {
         self.log_gain = Param::from_tensor(gain.clone());
         self.log_inv_gain = Param::from_tensor(gain.neg());
         self
+    }
+
+    /// Widens a trained network with a shortcut from `cfg.m` to `m` latent channels without
+    /// changing what it does: the new channels of `y` are the next principal components of
+    /// `blocks` (as in [`Self::init_from_pca`], made orthogonal to the trained block transform),
+    /// coded by the linear paths only (the deep paths' and `h_a`'s weights for them start at zero).
+    /// Their gains are those of the last trained channel and their predicted scales that channel's,
+    /// times the ratio of the components' standard deviations, so they start near a sensible rate.
+    /// The hyper-synthesis grows to `3m/2` middle channels, the new ones feeding nothing yet.
+    ///
+    /// The network keeps its rate-distortion behaviour on the old channels and gains the quality
+    /// the truncated components cost (on Kodak, 128 of the 768 block components cap PSNR at
+    /// 32.6 dB, 256 at 41 dB); training then fits the new channels.
+    ///
+    /// # Errors
+    /// A message for a network without a shortcut, `m` not above `cfg.m` or beyond `3·16·16`,
+    /// fewer than two blocks, or parameters of unexpected shapes.
+    pub fn widen(
+        self,
+        cfg: &HyperpriorConfig,
+        m: usize,
+        blocks: &[f32],
+        device: &Device,
+    ) -> Result<(Self, HyperpriorConfig), String> {
+        let n_block = 3 * BLOCK * BLOCK;
+        let wide = HyperpriorConfig { m, ..*cfg };
+        if !cfg.shortcut {
+            return Err("only a network with the linear shortcut can be widened".into());
+        }
+        if m <= cfg.m || m > n_block {
+            return Err(format!(
+                "cannot widen M = {} to {m} (it must grow, up to {n_block})",
+                cfg.m
+            ));
+        }
+        if blocks.len() / n_block < 2 {
+            return Err("widening needs at least two blocks of training data".into());
+        }
+        wide.validate()?;
+        let (m0, m1) = (cfg.m, m);
+        let (mid0, mid1) = (cfg.hs_mid(), wide.hs_mid());
+        let (ga_short, gs_short) = match (&self.ga_short, &self.gs_short) {
+            (Some(a), Some(s)) => (a, s),
+            _ => return Err("the network has no shortcut layers".into()),
+        };
+        let analysis_rows = host(&ga_short.weight)?;
+        let mut synth_rows = host(&gs_short.weight)?;
+        let mut bias = host_bias(ga_short.bias.as_ref(), m0)?;
+        if analysis_rows.len() != m0 * n_block {
+            return Err("the shortcut's shape does not match its configuration".into());
+        }
+
+        // New directions: principal components in order of variance, minus their part in the
+        // span of the trained rows and of the directions already taken.
+        let pca = BlockPca::new(blocks);
+        let mut basis: Vec<Vec<f64>> = Vec::with_capacity(m1);
+        let orthogonalize = |v: &mut Vec<f64>, basis: &[Vec<f64>]| {
+            for q in basis {
+                let dot: f64 = v.iter().zip(q).map(|(a, b)| a * b).sum();
+                v.iter_mut().zip(q).for_each(|(a, b)| *a -= dot * b);
+            }
+            let norm = v.iter().map(|a| a * a).sum::<f64>().sqrt();
+            v.iter_mut().for_each(|a| *a /= norm.max(1e-12));
+            norm
+        };
+        for row in analysis_rows.chunks_exact(n_block) {
+            let mut v: Vec<f64> = row.iter().map(|&a| f64::from(a)).collect();
+            if orthogonalize(&mut v, &basis) > 1e-6 {
+                basis.push(v);
+            }
+        }
+        let mut added: Vec<(Vec<f64>, f64)> = Vec::with_capacity(m1 - m0);
+        for k in 0..n_block {
+            if added.len() == m1 - m0 {
+                break;
+            }
+            let mut v = pca.vectors[k * n_block..(k + 1) * n_block].to_vec();
+            // Keep a direction only if most of it lies outside what is already coded.
+            if orthogonalize(&mut v, &basis) > 0.5 {
+                basis.push(v.clone());
+                added.push((v, pca.values[k].max(0.0)));
+            }
+        }
+        if added.len() < m1 - m0 {
+            return Err("the blocks do not span enough new directions".into());
+        }
+        let reference = pca.values[m0 - 1].max(1e-12);
+        let ratio: Vec<f32> = added
+            .iter()
+            .map(|(_, v)| (v / reference).sqrt().min(1.0) as f32)
+            .collect();
+
+        let mut me = self;
+        let param4 = |data: Vec<f32>, shape: [usize; 4]| {
+            Param::from_tensor(Tensor::from_data(TensorData::new(data, shape), device))
+        };
+        let param1 = |data: Vec<f32>| {
+            let len = data.len();
+            Param::from_tensor(Tensor::from_data(TensorData::new(data, [len]), device))
+        };
+        let param2 = |data: Vec<f32>, shape: [usize; 2]| {
+            Param::from_tensor(Tensor::from_data(TensorData::new(data, shape), device))
+        };
+        // Linear paths: the new rows are the new directions (orthonormal, so the synthesis rows
+        // are the same vectors).
+        let mut rows = analysis_rows;
+        for (u, _) in &added {
+            rows.extend(u.iter().map(|&a| a as f32));
+            synth_rows.extend(u.iter().map(|&a| a as f32));
+            bias.push(-u.iter().zip(&pca.mean).map(|(a, b)| a * b).sum::<f64>() as f32);
+        }
+        if let Some(c) = me.ga_short.as_mut() {
+            c.weight = param4(rows, [m1, 3, BLOCK, BLOCK]);
+            c.bias = Some(param1(bias));
+        }
+        if let Some(c) = me.gs_short.as_mut() {
+            c.weight = param4(synth_rows, [m1, 3, BLOCK, BLOCK]);
+        }
+
+        // Deep paths: no weights into or out of the new channels yet.
+        let n = cfg.n;
+        let last = me
+            .ga
+            .last_mut()
+            .ok_or_else(|| "g_a has no layers".to_string())?;
+        let w = host(&last.weight)?;
+        let per = n * 25;
+        let mut grown = w;
+        grown.resize(m1 * per, 0.0);
+        last.weight = param4(grown, [m1, n, 5, 5]);
+        let mut b = host_bias(last.bias.as_ref(), m0)?;
+        b.resize(m1, 0.0);
+        last.bias = Some(param1(b));
+
+        let first = me
+            .gs
+            .first_mut()
+            .ok_or_else(|| "g_s has no layers".to_string())?;
+        let mut grown = host(&first.weight)?;
+        grown.resize(m1 * per, 0.0);
+        first.weight = param4(grown, [m1, n, 5, 5]);
+
+        // h_a: zero weights from the new channels.
+        let ha0 = me
+            .ha
+            .first_mut()
+            .ok_or_else(|| "h_a has no layers".to_string())?;
+        let w = host(&ha0.weight)?;
+        ha0.weight = param4(
+            rebuild([n, m1, 3, 3], |[o, i, y, x]| {
+                if i < m0 {
+                    w[((o * m0 + i) * 3 + y) * 3 + x]
+                } else {
+                    0.0
+                }
+            }),
+            [n, m1, 3, 3],
+        );
+
+        // h_s: new middle channels repeat old ones (so that they carry signal to learn from) but
+        // feed nothing; the output layer predicts the new scales from the last old channel's.
+        let (hs0, hs1) = match me.hs_up.as_mut_slice() {
+            [a, b] => (a, b),
+            _ => return Err("h_s has an unexpected number of layers".into()),
+        };
+        let w = host(&hs0.weight)?;
+        hs0.weight = param4(
+            rebuild([n, m1, 5, 5], |[i, o, y, x]| {
+                w[((i * m0 + o % m0) * 5 + y) * 5 + x]
+            }),
+            [n, m1, 5, 5],
+        );
+        let b = host_bias(hs0.bias.as_ref(), m0)?;
+        hs0.bias = Some(param1((0..m1).map(|o| b[o % m0]).collect()));
+        let w = host(&hs1.weight)?;
+        hs1.weight = param4(
+            rebuild([m1, mid1, 5, 5], |[i, o, y, x]| {
+                if i < m0 {
+                    w[((i * mid0 + o % mid0) * 5 + y) * 5 + x]
+                } else {
+                    0.0
+                }
+            }),
+            [m1, mid1, 5, 5],
+        );
+        let b = host_bias(hs1.bias.as_ref(), mid0)?;
+        hs1.bias = Some(param1((0..mid1).map(|o| b[o % mid0]).collect()));
+
+        let w = host(&me.hs_out.weight)?;
+        let b = host_bias(me.hs_out.bias.as_ref(), 2 * m0)?;
+        // Output row `o` of the wide layer: the old row it comes from, and a factor.
+        let source = |o: usize| -> Option<(usize, f32)> {
+            if o < m0 {
+                Some((o, 1.0))
+            } else if o < m1 {
+                Some((m0 - 1, ratio[o - m0]))
+            } else if o < m1 + m0 {
+                Some((m0 + o - m1, 1.0))
+            } else {
+                None
+            }
+        };
+        me.hs_out.weight = param4(
+            rebuild([2 * m1, mid1, 3, 3], |[o, i, y, x]| match source(o) {
+                Some((r, f)) if i < mid0 => w[((r * mid0 + i) * 3 + y) * 3 + x] * f,
+                _ => 0.0,
+            }),
+            [2 * m1, mid1, 3, 3],
+        );
+        me.hs_out.bias = Some(param1(
+            (0..2 * m1)
+                .map(|o| source(o).map_or(0.0, |(r, f)| b[r] * f))
+                .collect(),
+        ));
+
+        // Gains of the new channels: the last old channel's.
+        let levels = cfg.levels;
+        for table in [&mut me.log_gain, &mut me.log_inv_gain] {
+            let g = host(table)?;
+            *table = param2(
+                rebuild([levels, m1], |[l, c]| g[l * m0 + c.min(m0 - 1)]),
+                [levels, m1],
+            );
+        }
+        Ok((me, wide))
     }
 
     /// The hyper-analysis `h_a`.
@@ -583,6 +793,81 @@ impl Hyperprior {
             bits: bits(y_lik) + bits(z_lik),
         }
     }
+}
+
+/// The principal components of 16×16 blocks (rows of `3·16·16` values, laid out channel, row,
+/// column), centred on one mean per colour (a transposed convolution has one bias per output
+/// channel, so the decoder can only add a per-colour mean back).
+struct BlockPca {
+    colour_mean: [f64; 3],
+    /// The per-colour means, one per block value.
+    mean: Vec<f64>,
+    /// Variances, decreasing.
+    values: Vec<f64>,
+    /// Unit directions, `values.len()` rows of `3·16·16`.
+    vectors: Vec<f64>,
+}
+
+impl BlockPca {
+    fn new(blocks: &[f32]) -> Self {
+        let n = 3 * BLOCK * BLOCK;
+        let count = (blocks.len() / n).max(1);
+        let mut colour_mean = [0.0f64; 3];
+        for row in blocks.chunks_exact(n) {
+            for (c, m) in colour_mean.iter_mut().enumerate() {
+                *m += row[c * BLOCK * BLOCK..(c + 1) * BLOCK * BLOCK]
+                    .iter()
+                    .map(|&v| f64::from(v))
+                    .sum::<f64>();
+            }
+        }
+        colour_mean
+            .iter_mut()
+            .for_each(|m| *m /= (count * BLOCK * BLOCK) as f64);
+        let mean: Vec<f64> = (0..n).map(|i| colour_mean[i / (BLOCK * BLOCK)]).collect();
+        let (values, vectors) = principal_components(blocks, &mean, n);
+        Self {
+            colour_mean,
+            mean,
+            values,
+            vectors,
+        }
+    }
+}
+
+/// The values of a parameter, row-major.
+fn host<const D: usize>(p: &Param<Tensor<D>>) -> Result<Vec<f32>, String> {
+    p.val()
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .map_err(|e| format!("cannot read a parameter: {e:?}"))
+}
+
+/// The values of an optional bias of `len` entries (zeros if absent).
+fn host_bias(p: Option<&Param<Tensor<1>>>, len: usize) -> Result<Vec<f32>, String> {
+    match p {
+        Some(p) => host(p),
+        None => Ok(vec![0.0; len]),
+    }
+}
+
+/// A row-major array of `shape` whose entry at each index is `f(index)`.
+fn rebuild<const D: usize>(shape: [usize; D], f: impl Fn([usize; D]) -> f32) -> Vec<f32> {
+    let total: usize = shape.iter().product();
+    let mut out = Vec::with_capacity(total);
+    let mut index = [0usize; D];
+    for _ in 0..total {
+        out.push(f(index));
+        for d in (0..D).rev() {
+            index[d] += 1;
+            if index[d] < shape[d] {
+                break;
+            }
+            index[d] = 0;
+        }
+    }
+    out
 }
 
 /// `max(x, bound)` whose gradient is the identity's, so that a value below the bound can still be
