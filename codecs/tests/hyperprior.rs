@@ -72,6 +72,40 @@ fn training_forward_has_documented_shapes() {
 }
 
 #[test]
+fn the_hard_rate_is_the_rate_of_the_rounded_symbols() {
+    let device = Backend::Cpu.device().autodiff();
+    let (cfg, model) = tiny(&device);
+    let (b, s) = (2, 64);
+    let x = Tensor::<4>::random([b, 3, s, s], Distribution::Uniform(0.0, 1.0), &device);
+    let levels = Tensor::<1, Int>::from_data(TensorData::new(vec![2i64, 6], [b]), &device);
+    let noise = |v: f64| Tensor::<4>::full([b, cfg.m, s / 16, s / 16], v, &device);
+    let nz = Tensor::<4>::zeros([b, cfg.n, s / 64, s / 64], &device);
+    let bits = |hard: bool, n: f64| {
+        let o = model.forward_train_with(x.clone(), levels.clone(), noise(n), nz.clone(), hard);
+        (
+            o.bits
+                .clone()
+                .into_data()
+                .try_to_vec::<f32>()
+                .expect("bits"),
+            o,
+        )
+    };
+    // The noisy proxy moves with the noise; the hard rate only sees ⌊y − μ⌉.
+    let (soft_a, _) = bits(false, -0.4);
+    let (soft_b, _) = bits(false, 0.3);
+    assert_ne!(soft_a, soft_b);
+    let (hard_a, out) = bits(true, -0.4);
+    let (hard_b, _) = bits(true, 0.3);
+    assert_eq!(hard_a, hard_b);
+    assert!(hard_a.iter().all(|v| v.is_finite() && *v > 0.0));
+    // Straight-through: the rate still trains the analysis transform.
+    let grads = out.bits.sum().backward();
+    let g = model.ga[0].weight.grad(&grads).expect("g_a gradient");
+    assert!(g.abs().sum().into_scalar::<f32>() > 0.0);
+}
+
+#[test]
 fn cpu_hyper_synthesis_matches_burn_and_ignores_thread_count() {
     let device = Backend::Cpu.device();
     let (cfg, model) = tiny(&device);

@@ -81,6 +81,10 @@ pub struct TrainArgs {
     /// --init-from, else 0).
     #[arg(long)]
     pub warmup: Option<u64>,
+    /// Hyperprior: charge y's rate on the rounded symbols the coder writes instead of the
+    /// additive-noise proxy (for fine-tuning trained weights to the real rate).
+    #[arg(long)]
+    pub hard_rate: bool,
     /// Channels N of the hidden layers and of z.
     #[arg(long, default_value_t = HyperpriorConfig::SHIPPED.n)]
     pub n: usize,
@@ -147,6 +151,7 @@ fn run_hyperprior(args: &TrainArgs, backend: Backend, quiet: bool) -> Result<()>
         warmup: args
             .warmup
             .unwrap_or(if args.init_from.is_some() { 200 } else { 0 }),
+        hard_rate: args.hard_rate,
         ..defaults
     };
     let summary = train(options, &args.out, args.resume, backend, quiet).map_err(|e| anyhow!(e))?;
@@ -164,8 +169,8 @@ fn run_hyperprior(args: &TrainArgs, backend: Backend, quiet: bool) -> Result<()>
 }
 
 fn run_walloc(args: &TrainArgs, medium: Medium, backend: Backend, quiet: bool) -> Result<()> {
-    if args.no_shortcut || args.init_from.is_some() || args.warmup.is_some() {
-        bail!("--no-shortcut, --init-from and --warmup are hyperprior options");
+    if args.no_shortcut || args.init_from.is_some() || args.warmup.is_some() || args.hard_rate {
+        bail!("--no-shortcut, --init-from, --warmup and --hard-rate are hyperprior options");
     }
     let d = WallocTrainOptions::defaults(medium);
     let options = WallocTrainOptions {

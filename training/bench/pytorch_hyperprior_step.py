@@ -1,6 +1,6 @@
 """The ncodec hyperprior network in PyTorch, for a side-by-side training-speed comparison.
 
-Same layers, sizes, loss and optimizer as `ncodec train --codec hyperprior` (N=64, M=128,
+Same layers, sizes, loss and optimizer as `ncodec train --codec hyperprior` (N=64, M=256 (`--m`),
 simplified GDN, the linear 16x16 block-transform shortcut beside g_a and g_s (`--no-shortcut` drops
 it, like ncodec's flag), factorized bottleneck with filters (3,3,3), per-sample lambda, Adam): only
 the framework differs. Random data of the same shape is used, so decoding JPEGs is not measured (it is
@@ -87,7 +87,7 @@ def lower_bound(x, b):
 
 
 class Hyperprior(nn.Module):
-    def __init__(self, n=64, m=128, levels=8, shortcut=True):
+    def __init__(self, n=64, m=256, levels=8, shortcut=True):
         super().__init__()
         self.ga_short = nn.Conv2d(3, m, 16, 16) if shortcut else None
         self.gs_short = nn.ConvTranspose2d(m, 3, 16, 16) if shortcut else None
@@ -149,10 +149,11 @@ def main():
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--crop", type=int, default=128)
     p.add_argument("--no-shortcut", action="store_true")
+    p.add_argument("--m", type=int, default=256)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(1)
-    model = Hyperprior(shortcut=not a.no_shortcut)
+    model = Hyperprior(m=a.m, shortcut=not a.no_shortcut)
     opt = torch.optim.Adam(model.parameters(), lr=2e-4)
     lambdas = torch.tensor(LAMBDAS)
     times = []

@@ -67,6 +67,11 @@ pub struct TrainOptions {
     /// undoes training; 0: none).
     #[serde(default)]
     pub warmup: u64,
+    /// Rate of `y` from the rounded symbols the coder writes instead of additive noise
+    /// ([`Hyperprior::forward_train_with`](ncodec_codecs::hyperprior::Hyperprior::forward_train_with)):
+    /// for fine-tuning a trained network to the real rate.
+    #[serde(default)]
+    pub hard_rate: bool,
 }
 
 impl Default for TrainOptions {
@@ -86,6 +91,7 @@ impl Default for TrainOptions {
             pca_init: true,
             init_from: None,
             warmup: 0,
+            hard_rate: false,
         }
     }
 }
@@ -320,7 +326,7 @@ pub fn train(
             &device,
         );
         let lambdas = Tensor::<1>::from_data(TensorData::new(lambdas, [b]), &device);
-        let o = model.forward_train(x.clone(), levels, ny, nz);
+        let o = model.forward_train_with(x.clone(), levels, ny, nz, options.hard_rate);
         let mse = (o.x_hat - x)
             .square()
             .reshape([b as i32, -1])

@@ -71,7 +71,7 @@ impl HyperpriorConfig {
     /// The configuration of the shipped model.
     pub const SHIPPED: Self = Self {
         n: 64,
-        m: 128,
+        m: 256,
         levels: 8,
         shortcut: true,
     };
@@ -768,6 +768,23 @@ impl Hyperprior {
         noise_y: Tensor<4>,
         noise_z: Tensor<4>,
     ) -> TrainOutput {
+        self.forward_train_with(x, levels, noise_y, noise_z, false)
+    }
+
+    /// [`Self::forward_train`], or with `hard_rate` the rate of `y` measured on the rounded
+    /// symbols `⌊y − μ⌉` the coder writes (straight-through; `noise_y` unused) instead of the
+    /// noisy proxy. The proxy charges every symbol at least the rate of its noise, so a channel
+    /// that is almost always 0 is priced at a fraction of a bit per symbol and `h_s` learns a
+    /// scale near 0.3 where the coder would pay nearly nothing with 0.11; the hard rate is the
+    /// real one, for a final phase of training ("soft then hard", Guo et al. 2021).
+    pub fn forward_train_with(
+        &self,
+        x: Tensor<4>,
+        levels: Tensor<1, Int>,
+        noise_y: Tensor<4>,
+        noise_z: Tensor<4>,
+        hard_rate: bool,
+    ) -> TrainOutput {
         let gain = self.gains(&self.log_gain, levels.clone());
         let inv_gain = self.gains(&self.log_inv_gain, levels);
         let y = self.analysis(x) * gain;
@@ -776,7 +793,12 @@ impl Hyperprior {
         let z_hat = ste_round(z);
         let (scales, means) = self.hyper_synthesis(z_hat);
         let scales = lower_bound(scales, SCALE_MIN);
-        let y_lik = gaussian_likelihood(y.clone() + noise_y - means.clone(), scales);
+        let centred = if hard_rate {
+            ste_round(y.clone() - means.clone())
+        } else {
+            y.clone() + noise_y - means.clone()
+        };
+        let y_lik = gaussian_likelihood(centred, scales);
         let y_hat = ste_round(y - means.clone()) + means;
         let x_hat = self.synthesis(y_hat * inv_gain);
         let bits = |lik: Tensor<4>| -> Tensor<1> {
