@@ -172,6 +172,9 @@ pub(crate) fn progress_bar(quiet: bool, steps: u64) -> Result<ProgressBar, Strin
     Ok(bar)
 }
 
+/// Warm-up steps of a run resumed from a checkpoint without its optimizer state.
+const RESUME_WARMUP: u64 = 200;
+
 /// The learning rate at `step`.
 pub fn learning_rate(o: &TrainOptions, step: u64) -> f64 {
     let base = if (step as f64) < o.lr_drop * o.steps as f64 {
@@ -230,6 +233,7 @@ pub fn train(
     let mut optim: ModuleOptimizer = AdamConfig::new()
         .with_grad_clipping(Some(GradientClippingConfig::Norm(1.0)))
         .init();
+    let mut fresh_optimizer = false;
     let (mut model, start, mut seconds) = match &prior {
         Some(dir) => {
             let bytes = std::fs::read(dir.join("model.ncw")).map_err(err)?;
@@ -239,9 +243,16 @@ pub fn train(
                     "checkpoint model {c:?} differs from run.json {cfg:?}"
                 ));
             }
-            let record = OptimizerRecord::load(dir.join("optim.bpk"))
-                .map_err(|e| format!("optimizer state: {e:?}"))?;
-            optim = optim.load_record(record);
+            // A checkpoint shipped without its Adam state (over the repository's file-size
+            // limit) resumes with a fresh optimizer and a warm-up, like --init-from.
+            let optim_path = dir.join("optim.bpk");
+            if optim_path.exists() {
+                let record = OptimizerRecord::load(optim_path)
+                    .map_err(|e| format!("optimizer state: {e:?}"))?;
+                optim = optim.load_record(record);
+            } else {
+                fresh_optimizer = true;
+            }
             let state: State =
                 serde_json::from_slice(&std::fs::read(dir.join("state.json")).map_err(err)?)
                     .map_err(err)?;
@@ -342,7 +353,10 @@ pub fn train(
             ],
             0,
         );
-        let lr = learning_rate(&options, step);
+        let mut lr = learning_rate(&options, step);
+        if fresh_optimizer && step - start < RESUME_WARMUP {
+            lr *= (step - start + 1) as f64 / RESUME_WARMUP as f64;
+        }
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optim.step(lr, model, grads);
         let v = stats

@@ -120,6 +120,23 @@ fn a_resumed_run_continues_exactly() {
     let w = std::fs::read(killed.join("weights.ncw")).expect("weights");
     ncodec_codecs::hyperprior::HyperpriorCodec::from_weights(&w, Backend::Cpu.device())
         .expect("exported weights load");
+
+    // A checkpoint without its Adam state (as shipped, where it is over the file-size limit)
+    // resumes with a fresh optimizer whose learning rate warms up.
+    let latest = std::fs::read_to_string(killed.join("LATEST")).expect("LATEST");
+    std::fs::remove_file(killed.join(latest.trim()).join("optim.bpk")).expect("remove");
+    let s = train(options(8), &killed, true, Backend::Cpu, true).expect("resumed");
+    assert_eq!((s.start, s.end), (6, 8));
+    let log = std::fs::read_to_string(killed.join("train.csv")).expect("train.csv");
+    let lr_at = |step: &str| -> f64 {
+        log.lines()
+            .find(|l| l.starts_with(&format!("{step},")))
+            .and_then(|l| l.split(',').nth(4))
+            .and_then(|v| v.parse().ok())
+            .expect("lr")
+    };
+    assert!((lr_at("5") - 1e-3).abs() < 1e-12);
+    assert!((lr_at("6") - 1e-3 / 200.0).abs() < 1e-12, "{}", lr_at("6"));
 }
 
 /// Mean PSNR of the first `k` logged steps.
