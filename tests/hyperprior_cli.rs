@@ -314,3 +314,85 @@ fn train_from_the_command_line_writes_weights_that_encode() {
     ]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// `ncodec calibrate` fits the scale map on a folder of photos and writes weights that carry it:
+/// files made with them are smaller and decode; other codecs and qualities out of range are
+/// refused.
+#[test]
+fn calibrate_writes_weights_that_code_smaller_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = tiny_weights(dir.path());
+    let photos = dir.path().join("photos");
+    std::fs::create_dir(&photos).unwrap();
+    let img = image::open(sample()).unwrap().to_rgb8();
+    for (i, (x, y)) in [(0, 0), (300, 0), (100, 200)].into_iter().enumerate() {
+        image::imageops::crop_imm(&img, x, y, 192, 160)
+            .to_image()
+            .save(photos.join(format!("p{i}.png")))
+            .unwrap();
+    }
+    let cal = dir.path().join("cal.ncw");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "calibrate",
+            "--data",
+            photos.to_str().unwrap(),
+            "--out",
+            cal.to_str().unwrap(),
+            "--weights",
+            w.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        ncodec(&args)
+    };
+    let out = run(&["-q", "1,8", "--quiet"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let so = text(&out.stdout);
+    assert!(so.contains("calibrated on 3 images x 2 qualities"), "{so}");
+    let bytes = std::fs::read(&cal).unwrap();
+    assert!(weights::scale_map_of(&bytes).unwrap().is_some());
+
+    let s = sample();
+    let size = |weights: &Path, name: &str| {
+        let ncd = dir.path().join(name);
+        let out = ncodec(&[
+            "encode",
+            s.to_str().unwrap(),
+            "-q",
+            "4",
+            "-o",
+            ncd.to_str().unwrap(),
+            "--weights",
+            weights.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let out = ncodec(&[
+            "decode",
+            ncd.to_str().unwrap(),
+            "--weights",
+            weights.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        std::fs::metadata(&ncd).unwrap().len()
+    };
+    let (plain, calibrated) = (size(&w, "plain.ncd"), size(&cal, "cal.ncd"));
+    assert!(
+        calibrated < plain,
+        "calibrated {calibrated} bytes, plain {plain}"
+    );
+
+    let out = run(&["--codec", "walloc"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("only the hyperprior"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&["-q", "9"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("outside"),
+        "{}",
+        text(&out.stderr)
+    );
+}

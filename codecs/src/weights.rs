@@ -48,6 +48,11 @@ pub fn to_bytes<M: Module, C: Serialize>(
         .into_record()
         .into_bytes()
         .map_err(|e| CodecError::InvalidParameter(format!("cannot serialize weights: {e:?}")))?;
+    assemble(codec, config, &pack)
+}
+
+/// `MAGIC | version | reserved | json length | json | pack`.
+fn assemble<C: Serialize>(codec: &str, config: &C, pack: &[u8]) -> Result<Vec<u8>> {
     let json = serde_json::to_vec(&Header {
         codec: codec.to_string(),
         config,
@@ -59,8 +64,24 @@ pub fn to_bytes<M: Module, C: Serialize>(
     out.extend_from_slice(&0u16.to_le_bytes());
     out.extend_from_slice(&(json.len() as u32).to_le_bytes());
     out.extend_from_slice(&json);
-    out.extend_from_slice(&pack);
+    out.extend_from_slice(pack);
     Ok(out)
+}
+
+/// The weights file `bytes` of `codec` with its header's configuration replaced by `config`; the
+/// parameters are kept byte for byte.
+///
+/// # Errors
+/// [`CodecError::Weights`] for a file that is not a weights file of `codec`.
+pub fn with_config<C: Serialize>(bytes: &[u8], codec: &str, config: &C) -> Result<Vec<u8>> {
+    let (header, pack) = split::<serde_json::Value>(bytes, codec)?;
+    if header.codec != codec {
+        return Err(CodecError::Weights(format!(
+            "not a {codec} weights file: made for codec '{}'",
+            header.codec
+        )));
+    }
+    assemble(codec, config, pack)
 }
 
 /// The model id of a weights file.

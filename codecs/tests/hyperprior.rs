@@ -551,3 +551,72 @@ fn widening_keeps_the_trained_channels_and_adds_principal_components() {
             .is_err()
     );
 }
+
+/// A calibrated weights file carries its scale map: the map changes the indices (hence the file
+/// and its model id), files still decode to the same symbols and pixels, the map of a file that
+/// misfits the network is refused, and the fitted map lowers the real rate of the images it saw.
+#[test]
+fn calibration_is_carried_by_the_weights_and_lowers_the_rate() {
+    use ncodec_codecs::hyperprior::calibrate::{Calibration, ScaleMap};
+    let (codec, bytes) = tiny_codec(Backend::Cpu);
+    let img = kodak_crop(128, 128);
+    let levels = codec.y_model().scales().len();
+    let m = codec.config().m;
+    let mut stats = Calibration::new(m, levels);
+    let y = codec.analysis(&img).unwrap();
+    for q in [1.0, 4.0, 8.0] {
+        codec.add_to_calibration(&y, q, &mut stats).unwrap();
+    }
+    assert_eq!(stats.symbols(), 3 * (m * 8 * 8) as u64);
+    let map = stats.fit(codec.y_model());
+    assert!(
+        !map.is_identity(),
+        "random-init scales are far from calibrated"
+    );
+    assert!(
+        stats.bits(&map, codec.y_model())
+            < stats.bits(&ScaleMap::identity(m, levels), codec.y_model())
+    );
+
+    let calibrated = weights::with_scale_map(&bytes, map.clone()).unwrap();
+    assert_ne!(weights::model_id(&calibrated), weights::model_id(&bytes));
+    assert_eq!(weights::scale_map_of(&calibrated).unwrap(), Some(map));
+    assert_eq!(weights::scale_map_of(&bytes).unwrap(), None);
+    let cal = HyperpriorCodec::from_weights(&calibrated, Backend::Cpu.device()).unwrap();
+    let (before, after) = (
+        codec.encode_image(&img, 4.0).unwrap(),
+        cal.encode_image(&img, 4.0).unwrap(),
+    );
+    assert_eq!(before.y, after.y, "the map changes tables, not symbols");
+    let (b, a) = (
+        before.container.to_bytes().unwrap().len(),
+        after.container.to_bytes().unwrap().len(),
+    );
+    assert!(a < b, "calibrated file {a} bytes, uncalibrated {b}");
+    let file = Container::parse(&after.container.to_bytes().unwrap(), &Limits::default()).unwrap();
+    let (_, symbols) = cal.decode_latent(&file, &Limits::default()).unwrap();
+    assert_eq!(symbols.y, after.y);
+    assert_eq!(symbols.z, after.z);
+    assert_eq!(
+        cal.decode_image(&file, &Limits::default()).unwrap(),
+        codec
+            .synthesis(
+                &cal.decode_latent(&file, &Limits::default()).unwrap().0,
+                128,
+                128
+            )
+            .unwrap()
+    );
+    // The uncalibrated codec refuses the calibrated file (another model id).
+    assert!(codec.decode_image(&file, &Limits::default()).is_err());
+
+    // A map of the wrong shape or beyond the table is refused on load, with a clear message.
+    let mut bad = ScaleMap::identity(m + 1, levels);
+    assert!(weights::with_scale_map(&bytes, bad.clone()).is_err());
+    bad.map.pop();
+    bad.map[0][3] = levels as u16;
+    let err = weights::with_scale_map(&bytes, bad)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("beyond the table"), "{err}");
+}

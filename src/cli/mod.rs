@@ -4,6 +4,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use ncodec_codecs::{Backend, CodecRegistry};
 
+pub mod calibrate;
 pub mod decode;
 pub mod doctor;
 pub mod encode;
@@ -51,6 +52,8 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Plot rate-distortion curves and compute BD-rates.
     Plot(plot::PlotArgs),
+    /// Fit the hyperprior's scale calibration on training photos and write the weights with it.
+    Calibrate(calibrate::CalibrateArgs),
     /// Check that a compute backend runs and agrees with the CPU.
     Doctor,
 }
@@ -71,6 +74,9 @@ pub fn run(args: Args) -> Result<()> {
             args.quiet,
         ),
         Command::Plot(a) => plot::run(&a),
+        Command::Calibrate(a) => {
+            calibrate::run(&a, args.backend, args.weights.as_deref(), args.quiet)
+        }
         Command::Doctor => doctor::run(args.backend),
     }
 }

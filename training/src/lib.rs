@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bdrate;
+pub mod calibrate;
 pub mod data;
 pub mod eval;
 pub mod hyperprior;

@@ -6,10 +6,12 @@
 //! 1. `y = g_a(x)` on the chosen backend, in overlapping tiles for large images;
 //! 2. `y ← y·g(q)`, the gain vector of quality `q` (log-linear between ladder points);
 //! 3. `z = h_a(y)`; `ẑ = ⌊z⌉`, coded with the factorized tables of the entropy bottleneck;
-//! 4. `(σ, μ) = h_s(ẑ)` in deterministic CPU arithmetic; scale index = CompressAI's rule on σ;
+//! 4. `(σ, μ) = h_s(ẑ)` in deterministic CPU arithmetic; scale index = CompressAI's rule on σ,
+//!    then the weights' integer scale map if they were calibrated (see [`calibrate`]);
 //! 5. `ŷ − μ = ⌊y − μ⌉`, coded with the Gaussian tables of those indices;
 //! 6. the decoder repeats 3–5 from the file and runs `x̂ = g_s(ŷ·g⁻¹(q))`, tiled.
 
+pub mod calibrate;
 pub mod hs_cpu;
 pub mod model;
 pub mod weights;
@@ -26,6 +28,7 @@ use ncodec_bitstream::{
 
 use crate::codec::{Codec, CodecInfo, EncodeOptions, Media, Quality};
 use crate::error::{CodecError, Result};
+use calibrate::{Calibration, ScaleMap};
 use hs_cpu::HyperSynthesisCpu;
 pub use model::{ALIGN, Hyperprior, HyperpriorConfig, LAMBDAS};
 
@@ -103,6 +106,8 @@ pub struct HyperpriorCodec {
     log_inv_gain: Vec<f32>,
     model_id: ModelId,
     tile_above: usize,
+    /// The calibration of the scale indices (see [`calibrate`]); `None` codes `h_s`'s indices.
+    scale_map: Option<ScaleMap>,
 }
 
 impl std::fmt::Debug for HyperpriorCodec {
@@ -142,7 +147,8 @@ impl HyperpriorCodec {
     /// [`CodecError::Weights`] for a damaged weights file.
     pub fn from_weights(bytes: &[u8], device: Device) -> Result<Self> {
         let (config, model) = weights::load(bytes, &device)?;
-        Self::from_model(model, config, weights::model_id(bytes), device)
+        let map = weights::scale_map_of(bytes)?;
+        Self::from_model(model, config, weights::model_id(bytes), device)?.with_scale_map(map)
     }
 
     /// The codec around an in-memory model (tests, training validation); `model_id` identifies the
@@ -175,7 +181,32 @@ impl HyperpriorCodec {
             log_inv_gain,
             model_id,
             tile_above: TILE_ABOVE,
+            scale_map: None,
         })
+    }
+
+    /// Codes with the scale map `map` (`None`: `h_s`'s own indices). Files made with one map
+    /// decode only with the same map: weights files carry their map, and their model id covers it.
+    ///
+    /// # Errors
+    /// [`CodecError::Weights`] if the map does not fit the network.
+    pub fn with_scale_map(mut self, map: Option<ScaleMap>) -> Result<Self> {
+        if let Some(m) = &map {
+            m.validate(self.config.m, self.y_model.scales().len())
+                .map_err(CodecError::Weights)?;
+        }
+        self.scale_map = map.filter(|m| !m.is_identity());
+        Ok(self)
+    }
+
+    /// The scale map in use, if any.
+    pub fn scale_map(&self) -> Option<&ScaleMap> {
+        self.scale_map.as_ref()
+    }
+
+    /// The scale table `y` is coded with.
+    pub fn y_model(&self) -> &GaussianConditional {
+        &self.y_model
     }
 
     /// Tiles `g_a` and `g_s` for images of more than `pixels` padded pixels (default
@@ -364,6 +395,20 @@ impl HyperpriorCodec {
 
     /// Scale indices and means of every latent from `ẑ` (the deterministic path).
     fn entropy_parameters(&self, z_hat: &[i32], zh: usize, zw: usize) -> (Vec<u16>, Vec<f32>) {
+        let (mut indices, means) = self.predicted_parameters(z_hat, zh, zw);
+        if let Some(map) = &self.scale_map {
+            let plane = zh * zw * 16;
+            for (c, row) in indices.chunks_mut(plane).enumerate() {
+                for i in row {
+                    *i = map.apply(c, *i);
+                }
+            }
+        }
+        (indices, means)
+    }
+
+    /// Scale indices (before the scale map) and means from `ẑ`, `[M][H·W]`.
+    fn predicted_parameters(&self, z_hat: &[i32], zh: usize, zw: usize) -> (Vec<u16>, Vec<f32>) {
         let out = self.hs.run(z_hat, zh, zw);
         let m = self.config.m;
         let plane = out.h * out.w;
@@ -380,11 +425,25 @@ impl HyperpriorCodec {
         (indices, means)
     }
 
-    /// Codes the latent `y` (before gain) at quality `q`.
+    /// Adds the symbols of the latent `y` (before gain) coded at quality `q`, with the scale indices
+    /// `h_s` predicts for them, to the calibration statistics `stats`.
     ///
     /// # Errors
-    /// [`CodecError`] if the device or the entropy coder fails.
-    pub fn encode_latent(&self, y: &Latent, q: f32, width: u32, height: u32) -> Result<Coded> {
+    /// [`CodecError`] if the device fails or `q` is out of range.
+    pub fn add_to_calibration(&self, y: &Latent, q: f32, stats: &mut Calibration) -> Result<()> {
+        let (z, scaled) = self.hyper_latent(y, q)?;
+        let (indices, means) = self.predicted_parameters(&z, y.h / 4, y.w / 4);
+        let y_sym: Vec<i32> = scaled
+            .iter()
+            .zip(&means)
+            .map(|(&v, &mu)| to_symbol(v - mu))
+            .collect();
+        stats.add(&y_sym, &indices, y.h * y.w, &self.y_model);
+        Ok(())
+    }
+
+    /// `ẑ` symbols and the scaled latent `y·g(q)`.
+    fn hyper_latent(&self, y: &Latent, q: f32) -> Result<(Vec<i32>, Vec<f32>)> {
         self.check_quality(q)?;
         let gain = self.gain(&self.log_gain, q, false);
         let plane = y.h * y.w;
@@ -396,13 +455,22 @@ impl HyperpriorCodec {
             .collect();
         let z = self.hyper_analysis(&scaled, [y.c, y.h, y.w])?;
         let z_sym: Vec<i32> = z.data.iter().map(|&v| to_symbol(v)).collect();
-        let (indices, means) = self.entropy_parameters(&z_sym, z.h, z.w);
+        Ok((z_sym, scaled))
+    }
+
+    /// Codes the latent `y` (before gain) at quality `q`.
+    ///
+    /// # Errors
+    /// [`CodecError`] if the device or the entropy coder fails.
+    pub fn encode_latent(&self, y: &Latent, q: f32, width: u32, height: u32) -> Result<Coded> {
+        let (z_sym, scaled) = self.hyper_latent(y, q)?;
+        let (indices, means) = self.entropy_parameters(&z_sym, y.h / 4, y.w / 4);
         let y_sym: Vec<i32> = scaled
             .iter()
             .zip(&means)
             .map(|(&v, &mu)| to_symbol(v - mu))
             .collect();
-        let z_bytes = self.z_model.encode(&z_sym, z.h * z.w)?;
+        let z_bytes = self.z_model.encode(&z_sym, (y.h / 4) * (y.w / 4))?;
         let y_bytes = self.y_model.encode(&y_sym, &indices)?;
         let mut container = Container::new(
             CodecId::HYPERPRIOR,

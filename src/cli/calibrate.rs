@@ -1,0 +1,112 @@
+//! `ncodec calibrate`: fits the scale map of hyperprior weights on real images and writes the
+//! weights file with it (see `ncodec_codecs::hyperprior::calibrate`).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use ncodec_codecs::Backend;
+use ncodec_codecs::hyperprior::{HyperpriorCodec, SHIPPED_WEIGHTS, weights};
+use ncodec_training::calibrate::{DEFAULT_QUALITIES, calibrate_hyperprior, spread};
+use ncodec_training::data::{list_images, split};
+
+use crate::io::write_atomic;
+
+/// Arguments of `ncodec calibrate`.
+#[derive(Debug, Args)]
+pub struct CalibrateArgs {
+    /// Codec whose weights to calibrate (only the hyperprior has a scale map).
+    #[arg(long, default_value = "hyperprior")]
+    pub codec: String,
+    /// Training folder of PNG/JPEG photos (its validation split, every 32nd file as in
+    /// `ncodec train`, is left out). Never the evaluation set.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Where to write the calibrated weights file (the global `--weights`, or the shipped
+    /// weights, calibrated).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Images used, spread evenly over the folder.
+    #[arg(long, default_value_t = 64)]
+    pub images: usize,
+    /// Comma-separated qualities each image is coded at (default: 0.25, 0.5 and every level).
+    #[arg(short, long, value_delimiter = ',')]
+    pub quality: Vec<f32>,
+    /// Images larger than this many pixels on a side are cut to their centre.
+    #[arg(long, default_value_t = 1024)]
+    pub max_side: u32,
+}
+
+/// Runs the calibration.
+///
+/// # Errors
+/// A codec other than the hyperprior, unreadable weights or data, or no usable image.
+pub fn run(
+    args: &CalibrateArgs,
+    backend: Backend,
+    weights_path: Option<&std::path::Path>,
+    quiet: bool,
+) -> Result<()> {
+    if args.codec != "hyperprior" {
+        bail!(
+            "only the hyperprior has a scale map to calibrate (got --codec {})",
+            args.codec
+        );
+    }
+    let bytes = match weights_path {
+        Some(p) => std::fs::read(p).with_context(|| format!("reading weights {}", p.display()))?,
+        None => SHIPPED_WEIGHTS.to_vec(),
+    };
+    let codec = HyperpriorCodec::from_weights(&bytes, backend.device())
+        .context("loading the hyperprior weights")?;
+    let qualities = if args.quality.is_empty() {
+        DEFAULT_QUALITIES.to_vec()
+    } else {
+        args.quality.clone()
+    };
+    let (lo, hi) = codec.quality_range();
+    if let Some(q) = qualities.iter().find(|q| !(lo..=hi).contains(*q)) {
+        bail!("quality {q} is outside the hyperprior's range {lo}..={hi}");
+    }
+    let all = list_images(&args.data)
+        .with_context(|| format!("listing images in {}", args.data.display()))?;
+    let (train, _) = split(all, 32, 12);
+    let paths: Vec<PathBuf> = spread(train.len(), args.images)
+        .into_iter()
+        .map(|i| train[i].clone())
+        .collect();
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(paths.len() as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "calibrating {bar:30} {pos}/{len} images {elapsed} (eta {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let tick = |p: &std::path::Path, skipped: Option<&str>| {
+        if let Some(why) = skipped {
+            bar.println(format!("warning: skipped {} ({why})", p.display()));
+        }
+        bar.inc(1);
+    };
+    let (map, report) = calibrate_hyperprior(&codec, &paths, &qualities, args.max_side, &tick)
+        .map_err(anyhow::Error::msg)?;
+    bar.finish_and_clear();
+    let out = weights::with_scale_map(&bytes, map).context("writing the scale map")?;
+    write_atomic(&args.out, &out)?;
+    let per = |b: f64| b / report.symbols.max(1) as f64;
+    println!(
+        "calibrated on {} images x {} qualities: y costs {:.4} -> {:.4} bits per symbol ({:+.1} %); wrote {}",
+        report.images,
+        qualities.len(),
+        per(report.bits_before),
+        per(report.bits_after),
+        100.0 * (report.bits_after / report.bits_before - 1.0),
+        args.out.display()
+    );
+    Ok(())
+}

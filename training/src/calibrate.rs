@@ -1,0 +1,91 @@
+//! Calibrating a trained hyperprior's scale indices on real images: runs the codec on whole
+//! photos at a spread of qualities and fits the [`ScaleMap`] that the weights file then carries
+//! (see [`ncodec_codecs::hyperprior::calibrate`]).
+
+use std::path::{Path, PathBuf};
+
+use image::RgbImage;
+use ncodec_codecs::hyperprior::HyperpriorCodec;
+use ncodec_codecs::hyperprior::calibrate::{Calibration, ScaleMap};
+
+use crate::data::load_rgb;
+
+/// Qualities calibrated by default: the low end below level 1 and every ladder level.
+pub const DEFAULT_QUALITIES: [f32; 10] = [0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0];
+
+/// What a calibration measured on its own images.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CalibrationReport {
+    /// Images used.
+    pub images: usize,
+    /// Coded `y` symbols seen (all qualities).
+    pub symbols: u64,
+    /// Bits of those symbols with the network's own indices.
+    pub bits_before: f64,
+    /// Bits with the fitted map.
+    pub bits_after: f64,
+}
+
+/// Every `len / n`-th of `len` items (all of them if `n >= len`), spread evenly.
+pub fn spread(len: usize, n: usize) -> Vec<usize> {
+    if n >= len {
+        return (0..len).collect();
+    }
+    (0..n).map(|k| k * len / n).collect()
+}
+
+/// The centre `side × side` of `img` (all of it if smaller).
+fn centre(img: RgbImage, side: u32) -> RgbImage {
+    if img.width() <= side && img.height() <= side {
+        return img;
+    }
+    let (w, h) = (img.width().min(side), img.height().min(side));
+    image::imageops::crop_imm(&img, (img.width() - w) / 2, (img.height() - h) / 2, w, h).to_image()
+}
+
+/// Fits the scale map of `codec` (its own map is ignored) on `paths`, each image cut to its
+/// centre `max_side × max_side`, coded at every quality of `qualities`. `tick` is called after
+/// each image with the file and, for an unreadable one, why it was skipped.
+///
+/// # Errors
+/// A message if no image could be used or the codec fails.
+pub fn calibrate_hyperprior(
+    codec: &HyperpriorCodec,
+    paths: &[PathBuf],
+    qualities: &[f32],
+    max_side: u32,
+    tick: &dyn Fn(&Path, Option<&str>),
+) -> Result<(ScaleMap, CalibrationReport), String> {
+    let m = codec.config().m;
+    let y_model = codec.y_model();
+    let mut stats = Calibration::new(m, y_model.scales().len());
+    let mut used = 0;
+    for path in paths {
+        let img = match load_rgb(path) {
+            Ok(img) => centre(img, max_side),
+            Err(e) => {
+                tick(path, Some(&e));
+                continue;
+            }
+        };
+        let y = codec.analysis(&img).map_err(|e| e.to_string())?;
+        for &q in qualities {
+            codec
+                .add_to_calibration(&y, q, &mut stats)
+                .map_err(|e| e.to_string())?;
+        }
+        used += 1;
+        tick(path, None);
+    }
+    if used == 0 {
+        return Err("no image could be read for the calibration".into());
+    }
+    let map = stats.fit(y_model);
+    let report = CalibrationReport {
+        images: used,
+        symbols: stats.symbols(),
+        bits_before: stats.bits(&ScaleMap::identity(m, y_model.scales().len()), y_model),
+        bits_after: stats.bits(&map, y_model),
+    };
+    Ok((map, report))
+}
