@@ -349,8 +349,11 @@ fn calibrate_writes_weights_that_code_smaller_files() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let so = text(&out.stdout);
     assert!(so.contains("calibrated on 3 images x 2 qualities"), "{so}");
-    let bytes = std::fs::read(&cal).unwrap();
-    assert!(weights::scale_map_of(&bytes).unwrap().is_some());
+    assert!(so.contains("with the context table"), "{so}");
+    let map = weights::scale_map_of(&std::fs::read(&cal).unwrap())
+        .unwrap()
+        .unwrap();
+    assert!(map.has_context());
 
     let s = sample();
     let size = |weights: &Path, name: &str| {
@@ -381,6 +384,12 @@ fn calibrate_writes_weights_that_code_smaller_files() {
         "calibrated {calibrated} bytes, plain {plain}"
     );
 
+    let out = run(&["-q", "4", "--quiet", "--no-context"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let map = weights::scale_map_of(&std::fs::read(&cal).unwrap())
+        .unwrap()
+        .unwrap();
+    assert!(!map.has_context() && !map.is_identity());
     let out = run(&["--codec", "walloc"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(

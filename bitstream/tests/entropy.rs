@@ -231,6 +231,22 @@ proptest! {
         prop_assert_eq!(gc.decode(&bytes, &indices).unwrap(), symbols);
     }
 
+    /// Indices that depend on the symbols before them (a causal context) decode back with
+    /// `decode_with`, which hands the decoded prefix to the index rule; a rule naming an index
+    /// outside the table is an error.
+    #[test]
+    fn gaussian_context_round_trip(data in prop::collection::vec(-60i32..60, 1..300), base in 0u16..40) {
+        let gc = GaussianConditional::default();
+        let rule = |k: usize, done: &[i32]| -> u16 {
+            let prev = if k == 0 { 0 } else { done[k - 1].unsigned_abs() };
+            base + (prev.min(23) as u16)
+        };
+        let indices: Vec<u16> = (0..data.len()).map(|k| rule(k, &data[..k])).collect();
+        let bytes = gc.encode(&data, &indices).unwrap();
+        prop_assert_eq!(gc.decode_with(&bytes, data.len(), rule).unwrap(), data.clone());
+        prop_assert!(gc.decode_with(&bytes, data.len(), |_, _| 64).is_err());
+    }
+
     #[test]
     fn factorized_round_trip(plane in 1usize..50, seed in any::<u64>(), wild in any::<i32>()) {
         let model = FactorizedModel::from_probabilities(&[logistic(5, 1.0), logistic(30, 6.0), logistic(1, 0.2)]).unwrap();

@@ -620,3 +620,57 @@ fn calibration_is_carried_by_the_weights_and_lowers_the_rate() {
         .to_string();
     assert!(err.contains("beyond the table"), "{err}");
 }
+
+/// A context table (second calibration pass) makes the coded indices depend on the symbols
+/// decoded before; files still decode to exactly the encoder's symbols, and the table is carried
+/// by the weights file.
+#[test]
+fn a_context_table_round_trips_through_the_sequential_decoder() {
+    use ncodec_codecs::hyperprior::calibrate::{Calibration, ContextCalibration};
+    let (codec, bytes) = tiny_codec(Backend::Cpu);
+    let img = kodak_crop(192, 128);
+    let (m, levels) = (codec.config().m, codec.y_model().scales().len());
+    let y = codec.analysis(&img).unwrap();
+    let mut first = Calibration::new(m, levels);
+    for q in [1.0, 8.0] {
+        codec.add_to_calibration(&y, q, &mut first).unwrap();
+    }
+    let map = first.fit(codec.y_model());
+    let mut second = ContextCalibration::new(m, levels);
+    for q in [1.0, 8.0] {
+        codec
+            .add_to_context_calibration(&y, q, &map, &mut second)
+            .unwrap();
+    }
+    let with = second.fit(&map, codec.y_model());
+    assert!(with.has_context() && with.context.iter().any(|&s| s != 0));
+    assert!(second.bits(&with, codec.y_model()) <= second.bits(&map, codec.y_model()));
+    let calibrated = weights::with_scale_map(&bytes, with.clone()).unwrap();
+    assert_eq!(weights::scale_map_of(&calibrated).unwrap(), Some(with));
+    let cal = HyperpriorCodec::from_weights(&calibrated, Backend::Cpu.device()).unwrap();
+    for q in [1.0, 8.0] {
+        let coded = cal.encode_image(&img, q).unwrap();
+        let file =
+            Container::parse(&coded.container.to_bytes().unwrap(), &Limits::default()).unwrap();
+        let (_, symbols) = cal.decode_latent(&file, &Limits::default()).unwrap();
+        assert_eq!(symbols.y, coded.y);
+        assert_eq!(
+            cal.decode_image(&file, &Limits::default())
+                .unwrap()
+                .dimensions(),
+            (192, 128)
+        );
+        // The same symbols under the map alone make a different stream.
+        let plain = HyperpriorCodec::from_weights(&bytes, Backend::Cpu.device())
+            .unwrap()
+            .with_scale_map(Some(map.clone()))
+            .unwrap()
+            .encode_image(&img, q)
+            .unwrap();
+        assert_eq!(plain.y, coded.y);
+        assert_ne!(
+            plain.container.streams[1].data,
+            coded.container.streams[1].data
+        );
+    }
+}

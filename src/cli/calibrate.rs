@@ -36,6 +36,10 @@ pub struct CalibrateArgs {
     /// Images larger than this many pixels on a side are cut to their centre.
     #[arg(long, default_value_t = 1024)]
     pub max_side: u32,
+    /// Fit only the per-channel map, no context table (files then decode without the sequential
+    /// context model).
+    #[arg(long)]
+    pub no_context: bool,
 }
 
 /// Runs the calibration.
@@ -93,19 +97,36 @@ pub fn run(
         }
         bar.inc(1);
     };
-    let (map, report) = calibrate_hyperprior(&codec, &paths, &qualities, args.max_side, &tick)
-        .map_err(anyhow::Error::msg)?;
+    let (map, report) = calibrate_hyperprior(
+        &codec,
+        &paths,
+        &qualities,
+        args.max_side,
+        !args.no_context,
+        &tick,
+    )
+    .map_err(anyhow::Error::msg)?;
     bar.finish_and_clear();
     let out = weights::with_scale_map(&bytes, map).context("writing the scale map")?;
     write_atomic(&args.out, &out)?;
     let per = |b: f64| b / report.symbols.max(1) as f64;
+    let change = |b: f64| 100.0 * (b / report.bits_before - 1.0);
+    let context = if args.no_context {
+        String::new()
+    } else {
+        format!(
+            ", with the context table {:.4} ({:+.1} %)",
+            per(report.bits_after),
+            change(report.bits_after)
+        )
+    };
     println!(
-        "calibrated on {} images x {} qualities: y costs {:.4} -> {:.4} bits per symbol ({:+.1} %); wrote {}",
+        "calibrated on {} images x {} qualities: y costs {:.4} bits per symbol, with the map {:.4} ({:+.1} %){context}; wrote {}",
         report.images,
         qualities.len(),
         per(report.bits_before),
-        per(report.bits_after),
-        100.0 * (report.bits_after / report.bits_before - 1.0),
+        per(report.bits_mapped),
+        change(report.bits_mapped),
         args.out.display()
     );
     Ok(())

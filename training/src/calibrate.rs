@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use image::RgbImage;
 use ncodec_codecs::hyperprior::HyperpriorCodec;
-use ncodec_codecs::hyperprior::calibrate::{Calibration, ScaleMap};
+use ncodec_codecs::hyperprior::calibrate::{Calibration, ContextCalibration, ScaleMap};
 
 use crate::data::load_rgb;
 
@@ -22,7 +22,9 @@ pub struct CalibrationReport {
     pub symbols: u64,
     /// Bits of those symbols with the network's own indices.
     pub bits_before: f64,
-    /// Bits with the fitted map.
+    /// Bits with the fitted per-channel map.
+    pub bits_mapped: f64,
+    /// Bits with the map and its context table (equal to `bits_mapped` without `context`).
     pub bits_after: f64,
 }
 
@@ -44,8 +46,9 @@ fn centre(img: RgbImage, side: u32) -> RgbImage {
 }
 
 /// Fits the scale map of `codec` (its own map is ignored) on `paths`, each image cut to its
-/// centre `max_side × max_side`, coded at every quality of `qualities`. `tick` is called after
-/// each image with the file and, for an unreadable one, why it was skipped.
+/// centre `max_side × max_side`, coded at every quality of `qualities`: the per-channel map, then,
+/// with `context`, the context table in a second pass over the same latents. `tick` is called after
+/// each image of the first pass with the file and, for an unreadable one, why it was skipped.
 ///
 /// # Errors
 /// A message if no image could be used or the codec fails.
@@ -54,11 +57,14 @@ pub fn calibrate_hyperprior(
     paths: &[PathBuf],
     qualities: &[f32],
     max_side: u32,
+    context: bool,
     tick: &dyn Fn(&Path, Option<&str>),
 ) -> Result<(ScaleMap, CalibrationReport), String> {
     let m = codec.config().m;
     let y_model = codec.y_model();
-    let mut stats = Calibration::new(m, y_model.scales().len());
+    let levels = y_model.scales().len();
+    let mut stats = Calibration::new(m, levels);
+    let mut latents = Vec::new();
     let mut used = 0;
     for path in paths {
         let img = match load_rgb(path) {
@@ -74,6 +80,9 @@ pub fn calibrate_hyperprior(
                 .add_to_calibration(&y, q, &mut stats)
                 .map_err(|e| e.to_string())?;
         }
+        if context {
+            latents.push(y);
+        }
         used += 1;
         tick(path, None);
     }
@@ -81,11 +90,29 @@ pub fn calibrate_hyperprior(
         return Err("no image could be read for the calibration".into());
     }
     let map = stats.fit(y_model);
+    let bits_before = stats.bits(&ScaleMap::identity(m, levels), y_model);
+    let bits_mapped = stats.bits(&map, y_model);
+    let (map, bits_after) = if context {
+        let mut second = ContextCalibration::new(m, levels);
+        for y in &latents {
+            for &q in qualities {
+                codec
+                    .add_to_context_calibration(y, q, &map, &mut second)
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        let with = second.fit(&map, y_model);
+        let bits = second.bits(&with, y_model);
+        (with, bits)
+    } else {
+        (map, bits_mapped)
+    };
     let report = CalibrationReport {
         images: used,
         symbols: stats.symbols(),
-        bits_before: stats.bits(&ScaleMap::identity(m, y_model.scales().len()), y_model),
-        bits_after: stats.bits(&map, y_model),
+        bits_before,
+        bits_mapped,
+        bits_after,
     };
     Ok((map, report))
 }

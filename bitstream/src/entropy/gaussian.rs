@@ -165,6 +165,37 @@ impl GaussianConditional {
         Ok(out)
     }
 
+    /// Decodes `n` symbols whose scale indices depend on the symbols before them: `index(k, done)`
+    /// names the table of symbol `k` given `done`, the `k` symbols already decoded (a causal context
+    /// model; the encoder passes the same indices to [`Self::encode`]).
+    ///
+    /// # Errors
+    /// [`BitstreamError::Corrupt`] for a damaged stream, [`BitstreamError::InvalidParameter`] for an
+    /// index outside the table.
+    pub fn decode_with(
+        &self,
+        bytes: &[u8],
+        n: usize,
+        mut index: impl FnMut(usize, &[i32]) -> u16,
+    ) -> Result<Vec<i32>> {
+        let mut r = AnsReader::new(bytes)?;
+        let mut out = Vec::new();
+        out.try_reserve_exact(n)
+            .map_err(|_| BitstreamError::InvalidParameter("cannot allocate the symbols".into()))?;
+        for k in 0..n {
+            let i = index(k, &out);
+            let t = self.table(i).ok_or_else(|| {
+                BitstreamError::InvalidParameter(format!(
+                    "scale index {i} outside the table of {}",
+                    self.scales.len()
+                ))
+            })?;
+            out.push(r.get(t)?);
+        }
+        r.finish()?;
+        Ok(out)
+    }
+
     /// Ideal code length (−Σ log2 p under the quantized tables).
     pub fn cost_bits(&self, symbols: &[i32], indices: &[u16]) -> Option<f64> {
         symbols

