@@ -210,6 +210,11 @@ fn train_from_the_command_line_writes_weights_that_encode() {
     let out = ncodec(&args);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("steps/s"));
+    assert!(
+        text(&out.stdout).contains("calibrate --data"),
+        "{}",
+        text(&out.stdout)
+    );
     let w = run.join("weights.ncw");
     let out = ncodec(&[
         "encode",

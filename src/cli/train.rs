@@ -165,6 +165,13 @@ fn run_hyperprior(args: &TrainArgs, backend: Backend, quiet: bool) -> Result<()>
     for (q, bpp, psnr) in &summary.last_validation {
         println!("  validation q{q}: {bpp:.4} bpp, {psnr:.2} dB");
     }
+    let weights = args.out.join("weights.ncw");
+    println!(
+        "  (validation codes without a scale calibration; for the files users get, calibrate:\n   ncodec --weights {} calibrate --data {} --out {})",
+        weights.display(),
+        args.data.display(),
+        args.out.join("calibrated.ncw").display()
+    );
     Ok(())
 }
 
