@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
 use ncodec_bitstream::conformance::SplitMix64;
+use ncodec_bitstream::entropy::ScaleFamily;
 use ncodec_bitstream::entropy::gaussian::{gaussian_bin, log_scale_table};
 use ncodec_bitstream::entropy::{
     CategoricalModel, FactorizedModel, GaussianConditional, GaussianMixture, MixtureParams,
@@ -231,6 +232,15 @@ proptest! {
         prop_assert_eq!(gc.decode(&bytes, &indices).unwrap(), symbols);
     }
 
+    #[test]
+    fn laplace_round_trip(data in prop::collection::vec((any::<i32>(), 0u16..64, prop::bool::weighted(0.9)), 1..300)) {
+        let lc = GaussianConditional::default_with(ScaleFamily::Laplace);
+        let symbols: Vec<i32> = data.iter().map(|&(v, _, small)| if small { v % 400 } else { v }).collect();
+        let indices: Vec<u16> = data.iter().map(|d| d.1).collect();
+        let bytes = lc.encode(&symbols, &indices).unwrap();
+        prop_assert_eq!(lc.decode(&bytes, &indices).unwrap(), symbols);
+    }
+
     /// Indices that depend on the symbols before them (a causal context) decode back with
     /// `decode_with`, which hands the decoded prefix to the index rule; a rule naming an index
     /// outside the table is an error.
@@ -288,4 +298,44 @@ proptest! {
         let (w, mu, sc) = (vec![1u16; 2 * n], vec![0i32; 2 * n], vec![1u16; 2 * n]);
         let _ = gm.decode(&bytes, &MixtureParams { weights: &w, means: &mu, scales: &sc });
     }
+}
+
+/// Laplace tables: masses sum to one, heavier tails than the Gaussian of the same deviation, and
+/// Laplace-distributed symbols cost less under them.
+#[test]
+fn laplace_tables_fit_laplace_data() {
+    use ncodec_bitstream::entropy::gaussian::laplace_bin;
+    for s in [0.11f64, 0.7, 3.0, 40.0] {
+        let r = (15.0 * s).ceil() as i64 + 2;
+        let total: f64 = (-r..=r).map(|i| laplace_bin(i, s)).sum();
+        assert!((total - 1.0).abs() < 1e-6, "{s}: {total}");
+        assert!(laplace_bin((6.0 * s).ceil() as i64, s) > gaussian_bin((6.0 * s).ceil() as i64, s));
+    }
+    let (g, l) = (
+        GaussianConditional::default(),
+        GaussianConditional::default_with(ScaleFamily::Laplace),
+    );
+    assert_eq!(g.family(), ScaleFamily::Gaussian);
+    assert_eq!(l.family(), ScaleFamily::Laplace);
+    // Laplace(σ = 4) samples by inversion, all coded with the table of scale ≈ 4.
+    let i = g.scale_index(4.0);
+    let mut rng = SplitMix64(7);
+    let b = 4.0 / std::f64::consts::SQRT_2;
+    let symbols: Vec<i32> = (0..20000)
+        .map(|_| {
+            let u = (rng.below(1 << 30) as f64 + 0.5) / f64::from(1u32 << 30) - 0.5;
+            (-b * u.signum() * (1.0 - 2.0 * u.abs()).ln()).round() as i32
+        })
+        .collect();
+    let indices = vec![i; symbols.len()];
+    let (cg, cl) = (
+        g.cost_bits(&symbols, &indices).unwrap(),
+        l.cost_bits(&symbols, &indices).unwrap(),
+    );
+    assert!(cl < 0.99 * cg, "Laplace {cl} bits, Gaussian {cg}");
+    assert_eq!(
+        l.decode(&l.encode(&symbols, &indices).unwrap(), &indices)
+            .unwrap(),
+        symbols
+    );
 }

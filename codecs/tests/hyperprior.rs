@@ -674,3 +674,45 @@ fn a_context_table_round_trips_through_the_sequential_decoder() {
         );
     }
 }
+
+/// The table family is part of the calibration: a weights file whose map names Laplace tables
+/// codes with them (a different stream for the same symbols) and decodes its own files; an
+/// unknown family is a damaged weights file.
+#[test]
+fn a_laplace_calibration_codes_with_laplace_tables() {
+    use ncodec_codecs::hyperprior::calibrate::{ScaleMap, TableFamily};
+    let (codec, bytes) = tiny_codec(Backend::Cpu);
+    let (m, levels) = (codec.config().m, codec.y_model().scales().len());
+    let mut map = ScaleMap::identity(m, levels);
+    map.family = TableFamily::Laplace;
+    assert!(!map.is_identity());
+    let laplace = weights::with_scale_map(&bytes, map).unwrap();
+    let tag = b"\"family\":\"laplace\"";
+    assert!(
+        laplace.windows(tag.len()).any(|w| w == tag),
+        "the header names the family"
+    );
+    let cal = HyperpriorCodec::from_weights(&laplace, Backend::Cpu.device()).unwrap();
+    assert_eq!(
+        cal.y_model().family(),
+        ncodec_bitstream::entropy::ScaleFamily::Laplace
+    );
+    let img = kodak_crop(128, 128);
+    let (a, b) = (
+        codec.encode_image(&img, 4.0).unwrap(),
+        cal.encode_image(&img, 4.0).unwrap(),
+    );
+    assert_eq!(a.y, b.y);
+    assert_ne!(a.container.streams[1].data, b.container.streams[1].data);
+    let file = Container::parse(&b.container.to_bytes().unwrap(), &Limits::default()).unwrap();
+    assert_eq!(
+        cal.decode_latent(&file, &Limits::default()).unwrap().1.y,
+        b.y
+    );
+    // The same header length with another family name: refused, not silently Gaussian.
+    let mut damaged = laplace.clone();
+    let at = laplace.windows(8).position(|w| w == b"\"laplace").unwrap();
+    damaged[at + 1..at + 8].copy_from_slice(b"cauchy!");
+    let err = HyperpriorCodec::from_weights(&damaged, Backend::Cpu.device()).unwrap_err();
+    assert!(err.to_string().contains("weights"), "{err}");
+}

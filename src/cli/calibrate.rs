@@ -120,13 +120,18 @@ pub fn run(
             change(report.bits_after)
         )
     };
+    let family = weights::scale_map_of(&out)?
+        .map(|m| m.family)
+        .unwrap_or_default();
     println!(
-        "calibrated on {} images x {} qualities: y costs {:.4} bits per symbol, with the map {:.4} ({:+.1} %){context}; wrote {}",
+        "calibrated on {} images x {} qualities: y costs {:.4} bits per symbol, with the map {:.4} ({:+.1} %; Gaussian tables {:.4}, Laplace {:.4}: {family:?} kept){context}; wrote {}",
         report.images,
         qualities.len(),
         per(report.bits_before),
         per(report.bits_mapped),
         change(report.bits_mapped),
+        per(report.bits_by_family[0]),
+        per(report.bits_by_family[1]),
         args.out.display()
     );
     Ok(())

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use image::RgbImage;
 use ncodec_codecs::hyperprior::HyperpriorCodec;
-use ncodec_codecs::hyperprior::calibrate::{Calibration, ContextCalibration, ScaleMap};
+use ncodec_codecs::hyperprior::calibrate::{
+    Calibration, ContextCalibration, ScaleMap, TableFamily,
+};
 
 use crate::data::load_rgb;
 
@@ -22,8 +24,10 @@ pub struct CalibrationReport {
     pub symbols: u64,
     /// Bits of those symbols with the network's own indices.
     pub bits_before: f64,
-    /// Bits with the fitted per-channel map.
+    /// Bits with the fitted per-channel map (of the chosen family).
     pub bits_mapped: f64,
+    /// Bits with the per-channel map fitted for Gaussian tables, and for Laplace tables.
+    pub bits_by_family: [f64; 2],
     /// Bits with the map and its context table (equal to `bits_mapped` without `context`).
     pub bits_after: f64,
 }
@@ -46,7 +50,8 @@ fn centre(img: RgbImage, side: u32) -> RgbImage {
 }
 
 /// Fits the scale map of `codec` (its own map is ignored) on `paths`, each image cut to its
-/// centre `max_side × max_side`, coded at every quality of `qualities`: the per-channel map, then,
+/// centre `max_side × max_side`, coded at every quality of `qualities`: the per-channel map for
+/// Gaussian and for Laplace tables (the family of fewer bits is kept), then,
 /// with `context`, the context table in a second pass over the same latents. `tick` is called after
 /// each image of the first pass with the file and, for an unreadable one, why it was skipped.
 ///
@@ -61,8 +66,7 @@ pub fn calibrate_hyperprior(
     tick: &dyn Fn(&Path, Option<&str>),
 ) -> Result<(ScaleMap, CalibrationReport), String> {
     let m = codec.config().m;
-    let y_model = codec.y_model();
-    let levels = y_model.scales().len();
+    let levels = codec.y_model().scales().len();
     let mut stats = Calibration::new(m, levels);
     let mut latents = Vec::new();
     let mut used = 0;
@@ -89,9 +93,24 @@ pub fn calibrate_hyperprior(
     if used == 0 {
         return Err("no image could be read for the calibration".into());
     }
-    let map = stats.fit(y_model);
-    let bits_before = stats.bits(&ScaleMap::identity(m, levels), y_model);
-    let bits_mapped = stats.bits(&map, y_model);
+    let gaussian = TableFamily::Gaussian.model();
+    let bits_before = stats.bits(&ScaleMap::identity(m, levels), &gaussian);
+    let fits: Vec<(TableFamily, ScaleMap, f64)> = [TableFamily::Gaussian, TableFamily::Laplace]
+        .into_iter()
+        .map(|family| {
+            let model = family.model();
+            let map = stats.fit(&model);
+            let bits = stats.bits(&map, &model);
+            (family, map, bits)
+        })
+        .collect();
+    let bits_by_family = [fits[0].2, fits[1].2];
+    let (family, map, bits_mapped) = fits
+        .into_iter()
+        .min_by(|a, b| a.2.total_cmp(&b.2))
+        .ok_or("no family")?;
+    let y_model = family.model();
+    let y_model = &y_model;
     let (map, bits_after) = if context {
         let mut second = ContextCalibration::new(m, levels);
         for y in &latents {
@@ -112,6 +131,7 @@ pub fn calibrate_hyperprior(
         symbols: stats.symbols(),
         bits_before,
         bits_mapped,
+        bits_by_family,
         bits_after,
     };
     Ok((map, report))

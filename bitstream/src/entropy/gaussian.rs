@@ -36,6 +36,31 @@ pub fn gaussian_bin(i: i64, s: f64) -> f64 {
     }
 }
 
+/// Laplace tables cover `±ceil(LAPLACE_TAIL_BOUND · σ)`: the mass beyond is about 1e-9.
+pub const LAPLACE_TAIL_BOUND: f64 = 14.7;
+
+/// Mass of the zero-mean Laplace distribution of standard deviation `s` (scale `b = s/√2`) on
+/// `[i − ½, i + ½]`.
+pub fn laplace_bin(i: i64, s: f64) -> f64 {
+    let b = s / std::f64::consts::SQRT_2;
+    let a = i.unsigned_abs() as f64;
+    if i == 0 {
+        -libm::expm1(-0.5 / b)
+    } else {
+        0.5 * (libm::exp(-(a - 0.5) / b) - libm::exp(-(a + 0.5) / b))
+    }
+}
+
+/// The shape of the per-scale tables: the scale is always the standard deviation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ScaleFamily {
+    /// Discretized Gaussian (CompressAI's `GaussianConditional`).
+    #[default]
+    Gaussian,
+    /// Discretized Laplace: heavier tails and a sharper peak, often closer to real latents.
+    Laplace,
+}
+
 /// `levels` log-spaced scales from `min` to `max` (`exp(linspace(ln min, ln max, levels))`), in libm.
 ///
 /// # Errors
@@ -52,11 +77,13 @@ pub fn log_scale_table(min: f64, max: f64, levels: usize) -> Result<Vec<f64>> {
         .collect())
 }
 
-/// Tables of the Gaussian conditional, one per scale.
+/// Tables of the Gaussian conditional, one per scale (or of the Laplace conditional, see
+/// [`GaussianConditional::with_family`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct GaussianConditional {
     scales: Vec<f64>,
     tables: Vec<CdfTable>,
+    family: ScaleFamily,
 }
 
 impl Default for GaussianConditional {
@@ -75,6 +102,26 @@ impl GaussianConditional {
     /// [`BitstreamError::InvalidParameter`] for an empty table, more than 65536 scales, or a scale
     /// that is not in `(0, 65536]`.
     pub fn new(scales: Vec<f64>) -> Result<Self> {
+        Self::with_family(scales, ScaleFamily::Gaussian)
+    }
+
+    /// The default scale table (64 scales log-spaced from 0.11 to 256) with tables of `family`.
+    pub fn default_with(family: ScaleFamily) -> Self {
+        #[allow(clippy::expect_used)] // constant arguments, covered by tests
+        Self::with_family(
+            log_scale_table(SCALES_MIN, SCALES_MAX, SCALES_LEVELS).expect("valid constants"),
+            family,
+        )
+        .expect("valid constants")
+    }
+
+    /// Builds one table (with escape) per scale, of the distribution `family` with that standard
+    /// deviation: Gaussian tables as in [`Self::new`]; Laplace tables over `±R`,
+    /// `R = max(1, ceil(14.7 s))`, masses [`laplace_bin`], escape `max(exp(−(R + ½)·√2/s), 1e-15)`.
+    ///
+    /// # Errors
+    /// As [`Self::new`].
+    pub fn with_family(scales: Vec<f64>, family: ScaleFamily) -> Result<Self> {
         if scales.is_empty() || scales.len() > 65536 {
             return Err(BitstreamError::InvalidParameter(
                 "scale table needs 1..=65536 entries".into(),
@@ -88,13 +135,36 @@ impl GaussianConditional {
                         "scale {s} outside (0, 65536]"
                     )));
                 }
-                let r = (TAIL_BOUND * s).ceil().max(1.0) as i64;
-                let mut pmf: Vec<f64> = (-r..=r).map(|i| gaussian_bin(i, s)).collect();
-                pmf.push(libm::erfc((r as f64 + 0.5) / s / std::f64::consts::SQRT_2).max(1e-15));
+                let (r, mut pmf) = match family {
+                    ScaleFamily::Gaussian => {
+                        let r = (TAIL_BOUND * s).ceil().max(1.0) as i64;
+                        let mut pmf: Vec<f64> = (-r..=r).map(|i| gaussian_bin(i, s)).collect();
+                        pmf.push(libm::erfc((r as f64 + 0.5) / s / std::f64::consts::SQRT_2));
+                        (r, pmf)
+                    }
+                    ScaleFamily::Laplace => {
+                        let r = (LAPLACE_TAIL_BOUND * s).ceil().max(1.0) as i64;
+                        let mut pmf: Vec<f64> = (-r..=r).map(|i| laplace_bin(i, s)).collect();
+                        pmf.push(libm::exp(-(r as f64 + 0.5) * std::f64::consts::SQRT_2 / s));
+                        (r, pmf)
+                    }
+                };
+                if let Some(escape) = pmf.last_mut() {
+                    *escape = escape.max(1e-15);
+                }
                 CdfTable::from_masses(-r as i32, &masses_from_f64(&pmf), true)
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { scales, tables })
+        Ok(Self {
+            scales,
+            tables,
+            family,
+        })
+    }
+
+    /// The shape of the tables.
+    pub fn family(&self) -> ScaleFamily {
+        self.family
     }
 
     /// The scale table.

@@ -19,6 +19,6 @@ pub mod table;
 pub use ans::{AnsReader, AnsWriter};
 pub use categorical::CategoricalModel;
 pub use factorized::FactorizedModel;
-pub use gaussian::GaussianConditional;
+pub use gaussian::{GaussianConditional, ScaleFamily};
 pub use mixture::{GaussianMixture, MixtureParams};
 pub use table::{CdfTable, PRECISION, quantize_masses};

@@ -16,6 +16,10 @@
 //! the identity; an index never seen follows its neighbours through the monotone constraint and a
 //! small pull towards the channel's overall shift.
 //!
+//! The map is fitted for Gaussian tables (what the network was trained with) and for Laplace
+//! tables of the same standard deviations, and the family of fewer bits is kept: real latents are
+//! peakier and heavier-tailed than Gaussians, and the calibration is free to say so.
+//!
 //! A second pass fits a **context table** ([`ContextCalibration`]): the index is then shifted
 //! further by a learned amount per (group of 16 channels, bucket of 4 mapped indices, [`context_bins`])
 //! cell, where the bins measure the magnitudes of the already coded neighbours: the two previous
@@ -25,8 +29,8 @@
 //! and their 64 calibration photos the map saves 23.0 % of `y`'s bits and the context table another
 //! 7.5 %.
 
-use ncodec_bitstream::entropy::GaussianConditional;
 use ncodec_bitstream::entropy::ans::cost_bits;
+use ncodec_bitstream::entropy::{GaussianConditional, ScaleFamily};
 use serde::{Deserialize, Serialize};
 
 /// Symbols of magnitude up to this are counted in a histogram; larger ones are costed directly.
@@ -110,6 +114,49 @@ pub struct ScaleMap {
     /// (channel group, bucket of `map[c][i]`, the two [`context_bins`]), clamped to the table.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub context: Vec<i8>,
+    /// The shape of the `y` tables (Gaussian unless the calibration found Laplace tables cheaper).
+    #[serde(default, skip_serializing_if = "TableFamily::is_gaussian")]
+    pub family: TableFamily,
+}
+
+/// The distribution of the `y` tables, as stored in a weights file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TableFamily {
+    /// Discretized Gaussians (what the network was trained with).
+    #[default]
+    Gaussian,
+    /// Discretized Laplace distributions of the same standard deviations.
+    Laplace,
+}
+
+impl TableFamily {
+    fn is_gaussian(&self) -> bool {
+        *self == Self::Gaussian
+    }
+
+    /// The default scale table with tables of this family.
+    pub fn model(self) -> GaussianConditional {
+        GaussianConditional::default_with(self.into())
+    }
+}
+
+impl From<TableFamily> for ScaleFamily {
+    fn from(f: TableFamily) -> Self {
+        match f {
+            TableFamily::Gaussian => ScaleFamily::Gaussian,
+            TableFamily::Laplace => ScaleFamily::Laplace,
+        }
+    }
+}
+
+impl From<ScaleFamily> for TableFamily {
+    fn from(f: ScaleFamily) -> Self {
+        match f {
+            ScaleFamily::Gaussian => TableFamily::Gaussian,
+            ScaleFamily::Laplace => TableFamily::Laplace,
+        }
+    }
 }
 
 impl ScaleMap {
@@ -118,6 +165,7 @@ impl ScaleMap {
         Self {
             map: vec![(0..levels as u16).collect(); channels],
             context: Vec::new(),
+            family: TableFamily::Gaussian,
         }
     }
 
@@ -193,6 +241,7 @@ impl ScaleMap {
             .iter()
             .all(|row| row.iter().enumerate().all(|(i, &j)| usize::from(j) == i))
             && self.context.iter().all(|&v| v == 0)
+            && self.family == TableFamily::Gaussian
     }
 }
 
@@ -204,8 +253,8 @@ pub struct Calibration {
     /// `hist[(c·levels + i)·(2·HIST + 1) + v + HIST]`: how often channel `c` with predicted index
     /// `i` coded the symbol `v`.
     hist: Vec<u64>,
-    /// `cost[(c·levels + i)·levels + j]`, bits of the symbols outside the histogram under table `j`.
-    outside: Vec<f64>,
+    /// `(c·levels + i, v)` of the symbols outside the histogram (rare).
+    outside: Vec<(usize, i32)>,
     symbols: u64,
 }
 
@@ -216,7 +265,7 @@ impl Calibration {
             channels,
             levels,
             hist: vec![0; channels * levels * (2 * HIST as usize + 1)],
-            outside: vec![0.0; channels * levels * levels],
+            outside: Vec::new(),
             symbols: 0,
         }
     }
@@ -232,7 +281,7 @@ impl Calibration {
     /// # Panics
     /// If the lengths disagree with `channels · plane` or an index is beyond the table (callers pass
     /// what the codec produced).
-    pub fn add(&mut self, symbols: &[i32], indices: &[u16], plane: usize, y: &GaussianConditional) {
+    pub fn add(&mut self, symbols: &[i32], indices: &[u16], plane: usize) {
         assert_eq!(
             symbols.len(),
             self.channels * plane,
@@ -246,23 +295,34 @@ impl Calibration {
             if (-HIST..=HIST).contains(&v) {
                 self.hist[cell * width + (v + HIST) as usize] += 1;
             } else {
-                for j in 0..self.levels {
-                    self.outside[cell * self.levels + j] += code_length(y, j, v);
-                }
+                self.outside.push((cell, v));
             }
         }
         self.symbols += symbols.len() as u64;
     }
 
+    /// `cost[(c·levels + i)·levels + j]`: bits of the symbols outside the histogram under table `j`.
+    fn outside_costs(&self, y: &GaussianConditional) -> Vec<f64> {
+        let l = self.levels;
+        let mut cost = vec![0.0; self.channels * l * l];
+        for &(cell, v) in &self.outside {
+            for j in 0..l {
+                cost[cell * l + j] += code_length(y, j, v);
+            }
+        }
+        cost
+    }
+
     /// Total code length (bits) of what was added, coded with `map` (its shape must fit).
     pub fn bits(&self, map: &ScaleMap, y: &GaussianConditional) -> f64 {
         let (l, width) = (self.levels, 2 * HIST as usize + 1);
+        let outside = self.outside_costs(y);
         let mut total = 0.0;
         for c in 0..self.channels {
             for i in 0..l {
                 let cell = c * l + i;
                 let j = usize::from(map.apply(c, i as u16));
-                total += self.outside[cell * l + j];
+                total += outside[cell * l + j];
                 for (v, &n) in (-HIST..=HIST).zip(&self.hist[cell * width..(cell + 1) * width]) {
                     if n > 0 {
                         total += n as f64 * code_length(y, j, v);
@@ -280,6 +340,7 @@ impl Calibration {
         let bits: Vec<Vec<f64>> = (0..l)
             .map(|j| (-HIST..=HIST).map(|v| code_length(y, j, v)).collect())
             .collect();
+        let all_outside = self.outside_costs(y);
         let mut map = Vec::with_capacity(self.channels);
         for c in 0..self.channels {
             // cost[i][j]: bits of channel c's symbols predicted at i if coded with table j.
@@ -288,7 +349,7 @@ impl Calibration {
             for (i, row) in cost.iter_mut().enumerate() {
                 let cell = c * l + i;
                 let h = &self.hist[cell * width..(cell + 1) * width];
-                let outside = &self.outside[cell * l..(cell + 1) * l];
+                let outside = &all_outside[cell * l..(cell + 1) * l];
                 if h.iter().all(|&n| n == 0) && outside.iter().all(|&b| b == 0.0) {
                     continue;
                 }
@@ -311,6 +372,7 @@ impl Calibration {
         ScaleMap {
             map,
             context: Vec::new(),
+            family: TableFamily::from(y.family()),
         }
     }
 }
@@ -378,8 +440,8 @@ pub struct ContextCalibration {
     levels: usize,
     /// `hist[((cell·BUCKET + mapped % BUCKET)·(2·HIST + 1)) + v + HIST]`.
     hist: Vec<u64>,
-    /// `outside[cell·(2·MAX + 1) + shift + MAX]`: bits of the symbols outside the histogram.
-    outside: Vec<f64>,
+    /// `(cell, mapped index, v)` of the symbols outside the histogram (rare).
+    outside: Vec<(usize, u16, i32)>,
 }
 
 impl ContextCalibration {
@@ -390,7 +452,7 @@ impl ContextCalibration {
             channels,
             levels,
             hist: vec![0; cells * CONTEXT_BUCKET * (2 * HIST as usize + 1)],
-            outside: vec![0.0; cells * (2 * MAX_CONTEXT_SHIFT as usize + 1)],
+            outside: Vec::new(),
         }
     }
 
@@ -399,14 +461,7 @@ impl ContextCalibration {
     ///
     /// # Panics
     /// If the lengths disagree with `channels · h · w` or an index is beyond the table.
-    pub fn add(
-        &mut self,
-        symbols: &[i32],
-        mapped: &[u16],
-        h: usize,
-        w: usize,
-        y: &GaussianConditional,
-    ) {
+    pub fn add(&mut self, symbols: &[i32], mapped: &[u16], h: usize, w: usize) {
         assert_eq!(
             symbols.len(),
             self.channels * h * w,
@@ -414,7 +469,6 @@ impl ContextCalibration {
         );
         assert_eq!(mapped.len(), symbols.len(), "one index per symbol");
         let width = 2 * HIST as usize + 1;
-        let shifts = 2 * MAX_CONTEXT_SHIFT as usize + 1;
         for (k, (&v, &j)) in symbols.iter().zip(mapped).enumerate() {
             assert!(usize::from(j) < self.levels, "index beyond the table");
             let (c, p) = (k / (h * w), k % (h * w));
@@ -428,12 +482,22 @@ impl ContextCalibration {
                 let slot = cell * CONTEXT_BUCKET + usize::from(j) % CONTEXT_BUCKET;
                 self.hist[slot * width + (v + HIST) as usize] += 1;
             } else {
-                for s in 0..shifts {
-                    let t = shifted(j, s as i32 - MAX_CONTEXT_SHIFT, self.levels);
-                    self.outside[cell * shifts + s] += code_length(y, usize::from(t), v);
-                }
+                self.outside.push((cell, j, v));
             }
         }
+    }
+
+    /// `cost[cell·(2·MAX + 1) + shift + MAX]`: bits of the symbols outside the histogram.
+    fn outside_costs(&self, y: &GaussianConditional) -> Vec<f64> {
+        let shifts = 2 * MAX_CONTEXT_SHIFT as usize + 1;
+        let mut cost = vec![0.0; context_len(self.channels, self.levels) * shifts];
+        for &(cell, j, v) in &self.outside {
+            for s in 0..shifts {
+                let t = shifted(j, s as i32 - MAX_CONTEXT_SHIFT, self.levels);
+                cost[cell * shifts + s] += code_length(y, usize::from(t), v);
+            }
+        }
+        cost
     }
 
     fn bits_table(&self, y: &GaussianConditional) -> Vec<Vec<f64>> {
@@ -443,11 +507,11 @@ impl ContextCalibration {
     }
 
     /// Bits of the symbols of `cell` coded with shift `s` (an offset into `−MAX..=MAX`).
-    fn cell_cost(&self, cell: usize, s: usize, bits: &[Vec<f64>]) -> f64 {
+    fn cell_cost(&self, cell: usize, s: usize, bits: &[Vec<f64>], outside: &[f64]) -> f64 {
         let (l, width) = (self.levels, 2 * HIST as usize + 1);
         let shifts = 2 * MAX_CONTEXT_SHIFT as usize + 1;
         let bucket = (cell / (CONTEXT_BINS * CONTEXT_BINS)) % l.div_ceil(CONTEXT_BUCKET);
-        let mut total = self.outside[cell * shifts + s];
+        let mut total = outside[cell * shifts + s];
         for r in 0..CONTEXT_BUCKET {
             let j = bucket * CONTEXT_BUCKET + r;
             if j >= l {
@@ -467,26 +531,26 @@ impl ContextCalibration {
 
     /// Total code length (bits) of what was added, coded with `map`'s context table (none: shift 0).
     pub fn bits(&self, map: &ScaleMap, y: &GaussianConditional) -> f64 {
-        let bits = self.bits_table(y);
+        let (bits, outside) = (self.bits_table(y), self.outside_costs(y));
         (0..context_len(self.channels, self.levels))
             .map(|cell| {
                 let shift = map.context.get(cell).map_or(0, |&v| i32::from(v));
-                self.cell_cost(cell, (shift + MAX_CONTEXT_SHIFT) as usize, &bits)
+                self.cell_cost(cell, (shift + MAX_CONTEXT_SHIFT) as usize, &bits, &outside)
             })
             .sum()
     }
 
     /// `map` with the context table of least total code length on what was added.
     pub fn fit(&self, map: &ScaleMap, y: &GaussianConditional) -> ScaleMap {
-        let bits = self.bits_table(y);
+        let (bits, outside) = (self.bits_table(y), self.outside_costs(y));
         let shifts = 2 * MAX_CONTEXT_SHIFT as usize + 1;
         let zero = MAX_CONTEXT_SHIFT as usize;
         let context = (0..context_len(self.channels, self.levels))
             .map(|cell| {
                 // Shift 0 unless another is strictly better (an empty cell keeps 0).
-                let (mut best, mut best_cost) = (zero, self.cell_cost(cell, zero, &bits));
+                let (mut best, mut best_cost) = (zero, self.cell_cost(cell, zero, &bits, &outside));
                 for s in 0..shifts {
-                    let c = self.cell_cost(cell, s, &bits);
+                    let c = self.cell_cost(cell, s, &bits, &outside);
                     if c < best_cost {
                         (best, best_cost) = (s, c);
                     }
@@ -497,6 +561,7 @@ impl ContextCalibration {
         ScaleMap {
             map: map.map.clone(),
             context,
+            family: map.family,
         }
     }
 }
@@ -534,7 +599,7 @@ mod tests {
                     symbols.push((g * s).round() as i32);
                 }
             }
-            cal.add(&symbols, &vec![predicted; 2 * plane], plane, &y);
+            cal.add(&symbols, &vec![predicted; 2 * plane], plane);
         }
         let map = cal.fit(&y);
         map.validate(2, scales.len()).expect("shape");
@@ -603,7 +668,7 @@ mod tests {
         }
         let mapped = vec![30u16; h * w];
         let mut stats = ContextCalibration::new(1, levels);
-        stats.add(&sym, &mapped, h, w, &y);
+        stats.add(&sym, &mapped, h, w);
         let map = ScaleMap::identity(1, levels);
         let fitted = stats.fit(&map, &y);
         fitted.validate(1, levels).expect("shape");

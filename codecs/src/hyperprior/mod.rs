@@ -197,6 +197,14 @@ impl HyperpriorCodec {
                 .map_err(CodecError::Weights)?;
         }
         self.scale_map = map.filter(|m| !m.is_identity());
+        let family = self
+            .scale_map
+            .as_ref()
+            .map(|m| m.family)
+            .unwrap_or_default();
+        if ncodec_bitstream::entropy::ScaleFamily::from(family) != self.y_model.family() {
+            self.y_model = family.model();
+        }
         Ok(self)
     }
 
@@ -439,7 +447,7 @@ impl HyperpriorCodec {
             .zip(&means)
             .map(|(&v, &mu)| to_symbol(v - mu))
             .collect();
-        stats.add(&y_sym, &indices, y.h * y.w, &self.y_model);
+        stats.add(&y_sym, &indices, y.h * y.w);
         Ok(())
     }
 
@@ -467,7 +475,7 @@ impl HyperpriorCodec {
             .zip(&means)
             .map(|(&v, &mu)| to_symbol(v - mu))
             .collect();
-        stats.add(&y_sym, &indices, y.h, y.w, &self.y_model);
+        stats.add(&y_sym, &indices, y.h, y.w);
         Ok(())
     }
 
