@@ -672,6 +672,20 @@ fn a_context_table_round_trips_through_the_sequential_decoder() {
             plain.container.streams[1].data,
             coded.container.streams[1].data
         );
+        // Damaged `y` streams through the sequential decoder: errors or other symbols, no panic.
+        let y = &coded.container.streams[1].data;
+        for cut in [0, 1, y.len() / 2, y.len().saturating_sub(1)] {
+            let mut damaged = coded.container.clone();
+            damaged.streams[1].data.truncate(cut);
+            let _ = cal.decode_image(&damaged, &Limits::default());
+        }
+        for at in (0..y.len()).step_by(y.len() / 7 + 1) {
+            let mut damaged = coded.container.clone();
+            damaged.streams[1].data[at] ^= 0xA5;
+            if let Ok((_, s)) = cal.decode_latent(&damaged, &Limits::default()) {
+                assert_eq!(s.y.len(), coded.y.len());
+            }
+        }
     }
 }
 

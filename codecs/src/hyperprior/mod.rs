@@ -442,11 +442,7 @@ impl HyperpriorCodec {
     pub fn add_to_calibration(&self, y: &Latent, q: f32, stats: &mut Calibration) -> Result<()> {
         let (z, scaled) = self.hyper_latent(y, q)?;
         let (indices, means) = self.predicted_parameters(&z, y.h / 4, y.w / 4);
-        let y_sym: Vec<i32> = scaled
-            .iter()
-            .zip(&means)
-            .map(|(&v, &mu)| to_symbol(v - mu))
-            .collect();
+        let y_sym = residual_symbols(&scaled, &means);
         stats.add(&y_sym, &indices, y.h * y.w);
         Ok(())
     }
@@ -470,11 +466,7 @@ impl HyperpriorCodec {
         for (k, i) in indices.iter_mut().enumerate() {
             *i = map.apply(k / plane, *i);
         }
-        let y_sym: Vec<i32> = scaled
-            .iter()
-            .zip(&means)
-            .map(|(&v, &mu)| to_symbol(v - mu))
-            .collect();
+        let y_sym = residual_symbols(&scaled, &means);
         stats.add(&y_sym, &indices, y.h, y.w);
         Ok(())
     }
@@ -502,11 +494,7 @@ impl HyperpriorCodec {
     pub fn encode_latent(&self, y: &Latent, q: f32, width: u32, height: u32) -> Result<Coded> {
         let (z_sym, scaled) = self.hyper_latent(y, q)?;
         let (indices, means) = self.entropy_parameters(&z_sym, y.h / 4, y.w / 4);
-        let y_sym: Vec<i32> = scaled
-            .iter()
-            .zip(&means)
-            .map(|(&v, &mu)| to_symbol(v - mu))
-            .collect();
+        let y_sym = residual_symbols(&scaled, &means);
         let z_bytes = self.z_model.encode(&z_sym, (y.h / 4) * (y.w / 4))?;
         let indices = match &self.scale_map {
             Some(map) if map.has_context() => context_indices(map, &y_sym, &indices, y.h, y.w),
@@ -710,6 +698,15 @@ fn context_indices(map: &ScaleMap, sym: &[i32], base: &[u16], h: usize, w: usize
             let (c, p) = (k / plane, k % plane);
             map.context_index(c, i, calibrate::context_bins(sym, c, p / w, p % w, h, w))
         })
+        .collect()
+}
+
+/// The coded symbols `⌊y − μ⌉` of the scaled latent.
+fn residual_symbols(scaled: &[f32], means: &[f32]) -> Vec<i32> {
+    scaled
+        .iter()
+        .zip(means)
+        .map(|(&v, &mu)| to_symbol(v - mu))
         .collect()
 }
 
