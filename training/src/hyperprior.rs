@@ -182,10 +182,16 @@ pub fn learning_rate(o: &TrainOptions, step: u64) -> f64 {
     } else {
         o.lr * 0.1
     };
-    if step < o.warmup {
-        base * (step + 1) as f64 / o.warmup as f64
+    base * warmup_factor(step, o.warmup)
+}
+
+/// The linear warm-up factor `since` steps into a warm-up of `steps` steps (1 after it; both the
+/// `--warmup` of a fresh run and the warm-up of a resumed run without optimizer state).
+pub fn warmup_factor(since: u64, steps: u64) -> f64 {
+    if since < steps {
+        (since + 1) as f64 / steps as f64
     } else {
-        base
+        1.0
     }
 }
 
@@ -354,8 +360,8 @@ pub fn train(
             0,
         );
         let mut lr = learning_rate(&options, step);
-        if fresh_optimizer && step - start < RESUME_WARMUP {
-            lr *= (step - start + 1) as f64 / RESUME_WARMUP as f64;
+        if fresh_optimizer {
+            lr *= warmup_factor(step - start, RESUME_WARMUP);
         }
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optim.step(lr, model, grads);

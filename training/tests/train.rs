@@ -197,4 +197,10 @@ fn the_learning_rate_warms_up_then_drops() {
     assert!((lr(900) - 1e-4).abs() < 1e-12);
     let no_warmup = TrainOptions { warmup: 0, ..o };
     assert!((ncodec_training::hyperprior::learning_rate(&no_warmup, 0) - 1e-3).abs() < 1e-12);
+    // The same factor warms up a resumed run that lost its optimizer state.
+    let f = ncodec_training::hyperprior::warmup_factor;
+    assert_eq!(
+        (f(0, 200), f(99, 200), f(199, 200), f(500, 200), f(0, 0)),
+        (0.005, 0.5, 1.0, 1.0, 1.0)
+    );
 }
