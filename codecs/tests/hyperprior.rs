@@ -661,9 +661,8 @@ fn a_context_table_round_trips_through_the_sequential_decoder() {
             (192, 128)
         );
         // The same symbols under the map alone make a different stream.
-        let plain = HyperpriorCodec::from_weights(&bytes, Backend::Cpu.device())
-            .unwrap()
-            .with_scale_map(Some(map.clone()))
+        let map_only = weights::with_scale_map(&bytes, map.clone()).unwrap();
+        let plain = HyperpriorCodec::from_weights(&map_only, Backend::Cpu.device())
             .unwrap()
             .encode_image(&img, q)
             .unwrap();

@@ -34,7 +34,7 @@ pub struct CalibrateArgs {
     #[arg(short, long, value_delimiter = ',')]
     pub quality: Vec<f32>,
     /// Images larger than this many pixels on a side are cut to their centre.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(64..))]
     pub max_side: u32,
     /// Fit only the per-channel map, no context table (files then decode without the sequential
     /// context model).
@@ -64,12 +64,15 @@ pub fn run(
     };
     let codec = HyperpriorCodec::from_weights(&bytes, backend.device())
         .context("loading the hyperprior weights")?;
+    let (lo, hi) = codec.quality_range();
     let qualities = if args.quality.is_empty() {
-        DEFAULT_QUALITIES.to_vec()
+        DEFAULT_QUALITIES
+            .into_iter()
+            .filter(|q| (lo..=hi).contains(q))
+            .collect()
     } else {
         args.quality.clone()
     };
-    let (lo, hi) = codec.quality_range();
     if let Some(q) = qualities.iter().find(|q| !(lo..=hi).contains(*q)) {
         bail!("quality {q} is outside the hyperprior's range {lo}..={hi}");
     }

@@ -192,6 +192,9 @@ impl ScaleMap {
                     "the scale map's channel {c} names index {bad}, beyond the table of {levels}"
                 ));
             }
+            if row.windows(2).any(|w| w[0] > w[1]) {
+                return Err(format!("the scale map's channel {c} is not non-decreasing"));
+            }
         }
         if !self.context.is_empty() {
             let want = context_len(channels, levels);
@@ -313,7 +316,7 @@ impl Calibration {
         cost
     }
 
-    /// Total code length (bits) of what was added, coded with `map` (its shape must fit).
+    /// Total code length (bits) of what was added, coded with `map` (validated for this shape).
     pub fn bits(&self, map: &ScaleMap, y: &GaussianConditional) -> f64 {
         let (l, width) = (self.levels, 2 * HIST as usize + 1);
         let outside = self.outside_costs(y);
@@ -529,7 +532,8 @@ impl ContextCalibration {
         total
     }
 
-    /// Total code length (bits) of what was added, coded with `map`'s context table (none: shift 0).
+    /// Total code length (bits) of what was added, coded with `map`'s context table (none: shift 0;
+    /// `map` validated for this shape).
     pub fn bits(&self, map: &ScaleMap, y: &GaussianConditional) -> f64 {
         let (bits, outside) = (self.bits_table(y), self.outside_costs(y));
         (0..context_len(self.channels, self.levels))

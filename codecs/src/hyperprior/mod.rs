@@ -186,12 +186,10 @@ impl HyperpriorCodec {
         })
     }
 
-    /// Codes with the scale map `map` (`None`: `h_s`'s own indices). Files made with one map
-    /// decode only with the same map: weights files carry their map, and their model id covers it.
-    ///
-    /// # Errors
-    /// [`CodecError::Weights`] if the map does not fit the network.
-    pub fn with_scale_map(mut self, map: Option<ScaleMap>) -> Result<Self> {
+    /// Codes with the scale map `map` (`None`: `h_s`'s own indices). Private: a map must come
+    /// with its weights file (see [`weights::with_scale_map`]), whose model id covers it, so that
+    /// files made with one map never pass the model check of another.
+    fn with_scale_map(mut self, map: Option<ScaleMap>) -> Result<Self> {
         if let Some(m) = &map {
             m.validate(self.config.m, self.y_model.scales().len())
                 .map_err(CodecError::Weights)?;
@@ -440,8 +438,8 @@ impl HyperpriorCodec {
     /// # Errors
     /// [`CodecError`] if the device fails or `q` is out of range.
     pub fn add_to_calibration(&self, y: &Latent, q: f32, stats: &mut Calibration) -> Result<()> {
-        let (z, scaled) = self.hyper_latent(y, q)?;
-        let (indices, means) = self.predicted_parameters(&z, y.h / 4, y.w / 4);
+        let (z, zh, zw, scaled) = self.hyper_latent(y, q)?;
+        let (indices, means) = self.predicted_parameters(&z, zh, zw);
         let y_sym = residual_symbols(&scaled, &means);
         stats.add(&y_sym, &indices, y.h * y.w);
         Ok(())
@@ -460,8 +458,8 @@ impl HyperpriorCodec {
         map: &ScaleMap,
         stats: &mut ContextCalibration,
     ) -> Result<()> {
-        let (z, scaled) = self.hyper_latent(y, q)?;
-        let (mut indices, means) = self.predicted_parameters(&z, y.h / 4, y.w / 4);
+        let (z, zh, zw, scaled) = self.hyper_latent(y, q)?;
+        let (mut indices, means) = self.predicted_parameters(&z, zh, zw);
         let plane = y.h * y.w;
         for (k, i) in indices.iter_mut().enumerate() {
             *i = map.apply(k / plane, *i);
@@ -471,8 +469,8 @@ impl HyperpriorCodec {
         Ok(())
     }
 
-    /// `ẑ` symbols and the scaled latent `y·g(q)`.
-    fn hyper_latent(&self, y: &Latent, q: f32) -> Result<(Vec<i32>, Vec<f32>)> {
+    /// `ẑ` symbols with their height and width, and the scaled latent `y·g(q)`.
+    fn hyper_latent(&self, y: &Latent, q: f32) -> Result<(Vec<i32>, usize, usize, Vec<f32>)> {
         self.check_quality(q)?;
         let gain = self.gain(&self.log_gain, q, false);
         let plane = y.h * y.w;
@@ -484,7 +482,7 @@ impl HyperpriorCodec {
             .collect();
         let z = self.hyper_analysis(&scaled, [y.c, y.h, y.w])?;
         let z_sym: Vec<i32> = z.data.iter().map(|&v| to_symbol(v)).collect();
-        Ok((z_sym, scaled))
+        Ok((z_sym, z.h, z.w, scaled))
     }
 
     /// Codes the latent `y` (before gain) at quality `q`.
@@ -492,10 +490,10 @@ impl HyperpriorCodec {
     /// # Errors
     /// [`CodecError`] if the device or the entropy coder fails.
     pub fn encode_latent(&self, y: &Latent, q: f32, width: u32, height: u32) -> Result<Coded> {
-        let (z_sym, scaled) = self.hyper_latent(y, q)?;
-        let (indices, means) = self.entropy_parameters(&z_sym, y.h / 4, y.w / 4);
+        let (z_sym, zh, zw, scaled) = self.hyper_latent(y, q)?;
+        let (indices, means) = self.entropy_parameters(&z_sym, zh, zw);
         let y_sym = residual_symbols(&scaled, &means);
-        let z_bytes = self.z_model.encode(&z_sym, (y.h / 4) * (y.w / 4))?;
+        let z_bytes = self.z_model.encode(&z_sym, zh * zw)?;
         let indices = match &self.scale_map {
             Some(map) if map.has_context() => context_indices(map, &y_sym, &indices, y.h, y.w),
             _ => indices,
