@@ -110,6 +110,7 @@ pub fn run(
     )
     .map_err(anyhow::Error::msg)?;
     bar.finish_and_clear();
+    let family = map.family;
     let out = weights::with_scale_map(&bytes, map).context("writing the scale map")?;
     write_atomic(&args.out, &out)?;
     let per = |b: f64| b / report.symbols.max(1) as f64;
@@ -123,9 +124,6 @@ pub fn run(
             change(report.bits_after)
         )
     };
-    let family = weights::scale_map_of(&out)?
-        .map(|m| m.family)
-        .unwrap_or_default();
     println!(
         "calibrated on {} images x {} qualities: y costs {:.4} bits per symbol, with the map {:.4} ({:+.1} %; Gaussian tables {:.4}, Laplace {:.4}: {family:?} kept){context}; wrote {}",
         report.images,

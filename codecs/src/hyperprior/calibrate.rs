@@ -232,6 +232,24 @@ impl ScaleMap {
         (i32::from(mapped) + i32::from(shift)).clamp(0, levels as i32 - 1) as u16
     }
 
+    /// The coded index of symbol `k` of the channel-major `[C][h][w]` symbols `sym` (only those
+    /// before `k` are read, so the decoder passes what it has decoded) with the mapped index
+    /// `mapped`: the one rule the encoder and the decoder share.
+    #[inline]
+    pub fn coded_index(&self, sym: &[i32], k: usize, mapped: u16, h: usize, w: usize) -> u16 {
+        let (c, p) = (k / (h * w), k % (h * w));
+        self.context_index(c, mapped, context_bins(sym, c, p / w, p % w, h, w))
+    }
+
+    /// Maps the predicted indices of channel-major latents of `plane` positions in place.
+    pub fn apply_all(&self, indices: &mut [u16], plane: usize) {
+        for (c, row) in indices.chunks_mut(plane).enumerate() {
+            for i in row {
+                *i = self.apply(c, *i);
+            }
+        }
+    }
+
     /// The coded index of channel `c` for the predicted index `i` (shape checked on load).
     #[inline]
     pub fn apply(&self, c: usize, i: u16) -> u16 {
@@ -339,10 +357,7 @@ impl Calibration {
     /// The map of least total code length on what was added, non-decreasing in the predicted index.
     pub fn fit(&self, y: &GaussianConditional) -> ScaleMap {
         let (l, width) = (self.levels, 2 * HIST as usize + 1);
-        // bits[j][v + HIST]: code length of v under table j.
-        let bits: Vec<Vec<f64>> = (0..l)
-            .map(|j| (-HIST..=HIST).map(|v| code_length(y, j, v)).collect())
-            .collect();
+        let bits = bits_table(y, l);
         let all_outside = self.outside_costs(y);
         let mut map = Vec::with_capacity(self.channels);
         for c in 0..self.channels {
@@ -378,6 +393,13 @@ impl Calibration {
             family: TableFamily::from(y.family()),
         }
     }
+}
+
+/// `bits[j][v + HIST]`: the code length of every histogram symbol `v` under table `j`.
+fn bits_table(y: &GaussianConditional, levels: usize) -> Vec<Vec<f64>> {
+    (0..levels)
+        .map(|j| (-HIST..=HIST).map(|v| code_length(y, j, v)).collect())
+        .collect()
 }
 
 /// Exact code length of `v` under table `j` (the escape's bits included).
@@ -503,12 +525,6 @@ impl ContextCalibration {
         cost
     }
 
-    fn bits_table(&self, y: &GaussianConditional) -> Vec<Vec<f64>> {
-        (0..self.levels)
-            .map(|j| (-HIST..=HIST).map(|v| code_length(y, j, v)).collect())
-            .collect()
-    }
-
     /// Bits of the symbols of `cell` coded with shift `s` (an offset into `−MAX..=MAX`).
     fn cell_cost(&self, cell: usize, s: usize, bits: &[Vec<f64>], outside: &[f64]) -> f64 {
         let (l, width) = (self.levels, 2 * HIST as usize + 1);
@@ -535,7 +551,7 @@ impl ContextCalibration {
     /// Total code length (bits) of what was added, coded with `map`'s context table (none: shift 0;
     /// `map` validated for this shape).
     pub fn bits(&self, map: &ScaleMap, y: &GaussianConditional) -> f64 {
-        let (bits, outside) = (self.bits_table(y), self.outside_costs(y));
+        let (bits, outside) = (bits_table(y, self.levels), self.outside_costs(y));
         (0..context_len(self.channels, self.levels))
             .map(|cell| {
                 let shift = map.context.get(cell).map_or(0, |&v| i32::from(v));
@@ -546,7 +562,7 @@ impl ContextCalibration {
 
     /// `map` with the context table of least total code length on what was added.
     pub fn fit(&self, map: &ScaleMap, y: &GaussianConditional) -> ScaleMap {
-        let (bits, outside) = (self.bits_table(y), self.outside_costs(y));
+        let (bits, outside) = (bits_table(y, self.levels), self.outside_costs(y));
         let shifts = 2 * MAX_CONTEXT_SHIFT as usize + 1;
         let zero = MAX_CONTEXT_SHIFT as usize;
         let context = (0..context_len(self.channels, self.levels))

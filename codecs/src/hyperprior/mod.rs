@@ -206,11 +206,6 @@ impl HyperpriorCodec {
         Ok(self)
     }
 
-    /// The scale map in use, if any.
-    pub fn scale_map(&self) -> Option<&ScaleMap> {
-        self.scale_map.as_ref()
-    }
-
     /// The scale table `y` is coded with.
     pub fn y_model(&self) -> &GaussianConditional {
         &self.y_model
@@ -404,12 +399,7 @@ impl HyperpriorCodec {
     fn entropy_parameters(&self, z_hat: &[i32], zh: usize, zw: usize) -> (Vec<u16>, Vec<f32>) {
         let (mut indices, means) = self.predicted_parameters(z_hat, zh, zw);
         if let Some(map) = &self.scale_map {
-            let plane = zh * zw * 16;
-            for (c, row) in indices.chunks_mut(plane).enumerate() {
-                for i in row {
-                    *i = map.apply(c, *i);
-                }
-            }
+            map.apply_all(&mut indices, zh * zw * 16);
         }
         (indices, means)
     }
@@ -460,10 +450,7 @@ impl HyperpriorCodec {
     ) -> Result<()> {
         let (z, zh, zw, scaled) = self.hyper_latent(y, q)?;
         let (mut indices, means) = self.predicted_parameters(&z, zh, zw);
-        let plane = y.h * y.w;
-        for (k, i) in indices.iter_mut().enumerate() {
-            *i = map.apply(k / plane, *i);
-        }
+        map.apply_all(&mut indices, y.h * y.w);
         let y_sym = residual_symbols(&scaled, &means);
         stats.add(&y_sym, &indices, y.h, y.w);
         Ok(())
@@ -638,11 +625,8 @@ impl HyperpriorCodec {
         let y_data = &file.stream(STREAM_Y)?.data;
         let y_sym = match &self.scale_map {
             Some(map) if map.has_context() => {
-                let plane = lh * lw;
                 self.y_model.decode_with(y_data, indices.len(), |k, done| {
-                    let (c, p) = (k / plane, k % plane);
-                    let bins = calibrate::context_bins(done, c, p / lw, p % lw, lh, lw);
-                    map.context_index(c, indices[k], bins)
+                    map.coded_index(done, k, indices[k], lh, lw)
                 })?
             }
             _ => self.y_model.decode(y_data, &indices)?,
@@ -689,13 +673,9 @@ fn check_image(img: &RgbImage) -> Result<()> {
 /// The coded indices of the channel-major `h × w` symbols `sym` under `map`'s context table, from
 /// their mapped indices `base` (the decoder computes each from the symbols before it).
 fn context_indices(map: &ScaleMap, sym: &[i32], base: &[u16], h: usize, w: usize) -> Vec<u16> {
-    let plane = h * w;
     base.iter()
         .enumerate()
-        .map(|(k, &i)| {
-            let (c, p) = (k / plane, k % plane);
-            map.context_index(c, i, calibrate::context_bins(sym, c, p / w, p % w, h, w))
-        })
+        .map(|(k, &i)| map.coded_index(sym, k, i, h, w))
         .collect()
 }
 
