@@ -729,3 +729,76 @@ fn a_laplace_calibration_codes_with_laplace_tables() {
     let err = HyperpriorCodec::from_weights(&damaged, Backend::Cpu.device()).unwrap_err();
     assert!(err.to_string().contains("weights"), "{err}");
 }
+
+#[test]
+fn a_picture_coded_smaller_decodes_to_full_size_and_unknown_scales_are_refused() {
+    let (codec, _) = tiny_codec(Backend::Cpu);
+    // Odd size: 3/4 of 203 × 117 is 152 × 88 (rounded).
+    let img = kodak_crop(203, 117);
+    let full = codec.encode_image(&img, 4.0).expect("full");
+    assert!(full.container.params.extra.is_empty());
+    for eighths in [6u8, 4] {
+        let coded = codec.encode_image_at(&img, 4.0, eighths).expect("encode");
+        assert_eq!(coded.container.params.extra, vec![eighths]);
+        assert!(
+            coded.y.len() < full.y.len(),
+            "a smaller picture has fewer symbols"
+        );
+        let bytes = coded.container.to_bytes().expect("bytes");
+        let parsed = Container::parse(&bytes, &Limits::default()).expect("parse");
+        let (_, symbols) = codec
+            .decode_latent(&parsed, &Limits::default())
+            .expect("decode");
+        assert_eq!(symbols.y, coded.y);
+        let out = codec
+            .decode_image(&parsed, &Limits::default())
+            .expect("image");
+        assert_eq!(out.dimensions(), img.dimensions());
+    }
+    let e = codec.encode_image_at(&img, 4.0, 3).expect_err("3/8");
+    assert!(e.to_string().contains("coded resolution"), "{e}");
+    // Scale bytes this version does not know are an error, not a misdecoded picture.
+    for extra in [vec![5u8], vec![8], vec![0], vec![6, 0]] {
+        let mut file = full.container.clone();
+        file.params.extra = extra.clone();
+        let e = codec
+            .decode_image(&file, &Limits::default())
+            .expect_err("unknown parameters");
+        assert!(
+            e.to_string().contains("unknown hyperprior parameters"),
+            "{extra:?}: {e}"
+        );
+    }
+}
+
+#[test]
+fn the_shipped_codec_codes_a_smaller_picture_where_that_decodes_better() {
+    let codec = HyperpriorCodec::shipped(Backend::Cpu.device()).expect("shipped");
+    let img = kodak_crop(384, 256);
+    let measure = |c: &ncodec_codecs::hyperprior::Coded| {
+        let bytes = c.container.to_bytes().expect("bytes").len();
+        let back = codec
+            .decode_image(&c.container, &Limits::default())
+            .expect("decode");
+        (bytes, psnr(&img, &back))
+    };
+    let low = codec.encode_image_auto(&img, 0.5).expect("auto");
+    assert_ne!(
+        low.container.params.extra,
+        Vec::<u8>::new(),
+        "full size at q0.5"
+    );
+    let (auto_bytes, auto_psnr) = measure(&low);
+    let (full_bytes, full_psnr) = measure(&codec.encode_image(&img, 0.5).expect("full"));
+    assert!(
+        auto_bytes <= full_bytes,
+        "{auto_bytes} vs {full_bytes} bytes"
+    );
+    assert!(
+        auto_psnr > full_psnr,
+        "{auto_psnr:.2} dB vs full size {full_psnr:.2} dB"
+    );
+    // At the top of the ladder the full picture is worth its bits.
+    let high = codec.encode_image_auto(&img, 8.0).expect("auto");
+    assert!(high.container.params.extra.is_empty());
+}

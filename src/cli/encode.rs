@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use ncodec_bitstream::CodecId;
 use ncodec_codecs::registry::default_codec;
 use ncodec_codecs::{CodecRegistry, EncodeOptions, Media, Quality};
 
@@ -83,14 +84,22 @@ pub fn run(args: &EncodeArgs, registry: &CodecRegistry) -> Result<()> {
         .unwrap_or_else(|| args.input.with_extension("ncd"));
     write_atomic(&out, &bytes)?;
     match &media {
-        Media::Image(img) => println!(
-            "{} → {} ({} bytes, {:.4} bpp, quality {})",
-            args.input.display(),
-            out.display(),
-            bytes.len(),
-            bytes.len() as f64 * 8.0 / (f64::from(img.width()) * f64::from(img.height())),
-            file.params.quality
-        ),
+        Media::Image(img) => {
+            let coded = match ncodec_codecs::hyperprior::coded_picture_size(&file) {
+                Ok((w, h)) if file.codec == CodecId::HYPERPRIOR && (w, h) != img.dimensions() => {
+                    format!(", coded at {w}×{h}")
+                }
+                _ => String::new(),
+            };
+            println!(
+                "{} → {} ({} bytes, {:.4} bpp, quality {}{coded})",
+                args.input.display(),
+                out.display(),
+                bytes.len(),
+                bytes.len() as f64 * 8.0 / (f64::from(img.width()) * f64::from(img.height())),
+                file.params.quality
+            )
+        }
         Media::Audio(a) => println!(
             "{} → {} ({} bytes, {:.2} kbps, {} Hz, {} channel(s), {:.2} s, quality {})",
             args.input.display(),

@@ -136,6 +136,12 @@ fn print_text(file: &Container, size: u64) {
     }
     println!("quality       {}", file.params.quality);
     println!("codec params  {} bytes", file.params.extra.len());
+    if file.codec == ncodec_bitstream::CodecId::HYPERPRIOR && !file.params.extra.is_empty() {
+        match ncodec_codecs::hyperprior::coded_picture_size(file) {
+            Ok((w, h)) => println!("coded size    {w}×{h} (enlarged on decoding)"),
+            Err(e) => println!("coded size    unknown: {e}"),
+        }
+    }
     if let Some(bpp) = bpp {
         println!("rate          {bpp:.4} bpp");
     }
