@@ -592,7 +592,8 @@ impl HyperpriorCodec {
     }
 
     /// Encodes `img` at the best file of at most `bpp` bits per pixel: per coded resolution of
-    /// [`SCALES`], the highest quality that fits, then the one of least decoded MSE.
+    /// [`SCALES`], the highest quality that fits, then the one of least decoded MSE (a smaller
+    /// size is not searched once shrinking and enlarging alone lose more than the best so far).
     ///
     /// # Errors
     /// [`CodecError::InvalidParameter`] naming the lowest reachable rate if `bpp` is below it.
@@ -601,6 +602,11 @@ impl HyperpriorCodec {
         let mut best: Option<(f64, Coded)> = None;
         let mut lowest = f64::INFINITY;
         for &eighths in &SCALES {
+            if let Some((mse, _)) = &best
+                && resampling_mse(img, eighths)? >= *mse
+            {
+                break;
+            }
             let coded = match self.encode_to_rate_at(img, bpp, eighths)? {
                 Ok(c) => c,
                 Err(low) => {
