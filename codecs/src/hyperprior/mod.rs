@@ -545,9 +545,15 @@ impl HyperpriorCodec {
     /// [`HyperpriorCodec::encode_latent`].
     pub fn encode_image_at(&self, img: &RgbImage, q: f32, eighths: u8) -> Result<Coded> {
         check_image(img)?;
-        let small = shrink(img, eighths)?;
-        let y = self.analysis(small.as_ref().unwrap_or(img))?;
-        let mut coded = self.encode_latent(&y, q, img.width(), img.height())?;
+        let picture = shrink(img, eighths)?;
+        let y = self.analysis(picture.as_ref().unwrap_or(img))?;
+        self.encode_latent_at(&y, q, img, eighths)
+    }
+
+    /// [`HyperpriorCodec::encode_latent`] for the picture of `img` coded at `eighths`/8 size
+    /// (the size byte written when it is not the full one).
+    fn encode_latent_at(&self, y: &Latent, q: f32, img: &RgbImage, eighths: u8) -> Result<Coded> {
+        let mut coded = self.encode_latent(y, q, img.width(), img.height())?;
         if eighths != 8 {
             coded.container.params.extra = vec![eighths];
         }
@@ -566,12 +572,13 @@ impl HyperpriorCodec {
         let (bpp, mse) = self.measure(img, &full)?;
         let mut best = (mse, full);
         for &eighths in &SCALES[1..] {
+            let picture = shrink(img, eighths)?;
             // Shrinking and enlarging alone already lose more than the full-size file: coding
             // the smaller picture can only add to that (skips the rate search at high quality).
-            if resampling_mse(img, eighths)? >= best.0 {
+            if resampling_mse(img, picture.as_ref()) >= best.0 {
                 break;
             }
-            let Ok(coded) = self.encode_to_rate_at(img, bpp, eighths)? else {
+            let Ok(coded) = self.encode_to_rate_at(img, picture.as_ref(), bpp, eighths)? else {
                 break;
             };
             let (_, mse) = self.measure(img, &coded)?;
@@ -602,12 +609,13 @@ impl HyperpriorCodec {
         let mut best: Option<(f64, Coded)> = None;
         let mut lowest = f64::INFINITY;
         for &eighths in &SCALES {
+            let picture = shrink(img, eighths)?;
             if let Some((mse, _)) = &best
-                && resampling_mse(img, eighths)? >= *mse
+                && resampling_mse(img, picture.as_ref()) >= *mse
             {
                 break;
             }
-            let coded = match self.encode_to_rate_at(img, bpp, eighths)? {
+            let coded = match self.encode_to_rate_at(img, picture.as_ref(), bpp, eighths)? {
                 Ok(c) => c,
                 Err(low) => {
                     lowest = lowest.min(low);
@@ -627,23 +635,21 @@ impl HyperpriorCodec {
         })
     }
 
-    /// The highest quality whose file at `eighths`/8 resolution is at most `bpp` bits per
-    /// (full-resolution) pixel, or `Err(lowest rate)` if even the lowest quality is above it.
+    /// The highest quality whose file of `img` coded as `picture` (its `eighths`/8-size version,
+    /// `None` for the full size) is at most `bpp` bits per (full-size) pixel, or
+    /// `Err(lowest rate)` if even the lowest quality is above it.
     fn encode_to_rate_at(
         &self,
         img: &RgbImage,
+        picture: Option<&RgbImage>,
         bpp: f64,
         eighths: u8,
     ) -> Result<std::result::Result<Coded, f64>> {
-        let small = shrink(img, eighths)?;
-        let y = self.analysis(small.as_ref().unwrap_or(img))?;
+        let y = self.analysis(picture.unwrap_or(img))?;
         let pixels = f64::from(img.width()) * f64::from(img.height());
         let (lo, hi) = self.quality_range();
         let run = |q: f32| -> Result<(Coded, f64)> {
-            let mut c = self.encode_latent(&y, q, img.width(), img.height())?;
-            if eighths != 8 {
-                c.container.params.extra = vec![eighths];
-            }
+            let c = self.encode_latent_at(&y, q, img, eighths)?;
             let size = c.container.to_bytes()?.len() as f64 * 8.0 / pixels;
             Ok((c, size))
         };
@@ -801,13 +807,13 @@ fn scaled(side: u32, eighths: u8) -> u32 {
     ((u64::from(side) * u64::from(eighths) + 4) / 8).max(1) as u32
 }
 
-/// Mean squared error (0–255 units) of `img` reduced to `eighths`/8 and enlarged back.
-fn resampling_mse(img: &RgbImage, eighths: u8) -> Result<f64> {
-    let Some(small) = shrink(img, eighths)? else {
-        return Ok(0.0);
-    };
-    let back = image::imageops::resize(&small, img.width(), img.height(), FilterType::Lanczos3);
-    Ok(mse_u8(img, &back))
+/// Mean squared error (0–255 units) of `img` against its reduced version `small` enlarged back
+/// (0 for `None`, the full size).
+fn resampling_mse(img: &RgbImage, small: Option<&RgbImage>) -> f64 {
+    small.map_or(0.0, |small| {
+        let back = image::imageops::resize(small, img.width(), img.height(), FilterType::Lanczos3);
+        mse_u8(img, &back)
+    })
 }
 
 fn mse_u8(a: &RgbImage, b: &RgbImage) -> f64 {
