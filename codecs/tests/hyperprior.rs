@@ -565,7 +565,7 @@ fn calibration_is_carried_by_the_weights_and_lowers_the_rate() {
     let mut stats = Calibration::new(m, levels);
     let y = codec.analysis(&img).unwrap();
     for q in [1.0, 4.0, 8.0] {
-        codec.add_to_calibration(&y, q, &mut stats).unwrap();
+        codec.add_to_calibration(&y, q, None, &mut stats).unwrap();
     }
     assert_eq!(stats.symbols(), 3 * (m * 8 * 8) as u64);
     let map = stats.fit(codec.y_model());
@@ -633,7 +633,7 @@ fn a_context_table_round_trips_through_the_sequential_decoder() {
     let y = codec.analysis(&img).unwrap();
     let mut first = Calibration::new(m, levels);
     for q in [1.0, 8.0] {
-        codec.add_to_calibration(&y, q, &mut first).unwrap();
+        codec.add_to_calibration(&y, q, None, &mut first).unwrap();
     }
     let map = first.fit(codec.y_model());
     let mut second = ContextCalibration::new(m, levels);
@@ -685,6 +685,85 @@ fn a_context_table_round_trips_through_the_sequential_decoder() {
                 assert_eq!(s.y.len(), coded.y.len());
             }
         }
+    }
+}
+
+/// A latent predictor (first calibration pass) is carried by the weights file: with it the
+/// encoder codes what the already coded neighbours do not predict, the decoder rebuilds the same
+/// latent to within the rounding of the unpredicted codec, and the symbols round-trip exactly.
+#[test]
+fn a_latent_predictor_round_trips_and_is_carried_by_the_weights() {
+    use ncodec_codecs::hyperprior::calibrate::Calibration;
+    use ncodec_codecs::hyperprior::predict::{PredictionStats, Predictor, WEIGHT_BITS, taps};
+    let (codec, bytes) = tiny_codec(Backend::Cpu);
+    let img = kodak_crop(192, 128);
+    let (m, levels) = (codec.config().m, codec.y_model().scales().len());
+    let y = codec.analysis(&img).unwrap();
+    let mut stats = PredictionStats::new(m);
+    for q in [1.0, 8.0] {
+        codec.add_to_prediction(&y, q, &mut stats).unwrap();
+    }
+    assert_eq!(stats.samples(), 2 * (m * 8 * 12) as u64);
+    let fitted = stats.fit();
+    fitted.validate(m).unwrap();
+    // A hand-made predictor that surely changes symbols: channel 0 from its left neighbour.
+    let mut manual = Predictor {
+        weights: (0..m).map(|c| vec![0; taps(c)]).collect(),
+    };
+    manual.weights[0][0] = 1 << WEIGHT_BITS;
+    for predictor in [fitted, manual] {
+        let mut first = Calibration::new(m, levels);
+        codec
+            .add_to_calibration(&y, 8.0, Some(&predictor), &mut first)
+            .unwrap();
+        let mut map = first.fit(codec.y_model());
+        map.predict = Some(predictor.clone());
+        let with = weights::with_scale_map(&bytes, map.clone()).unwrap();
+        assert_eq!(weights::scale_map_of(&with).unwrap(), Some(map.clone()));
+        map.predict = None;
+        let without = weights::with_scale_map(&bytes, map).unwrap();
+        let (pred, plain) = (
+            HyperpriorCodec::from_weights(&with, Backend::Cpu.device()).unwrap(),
+            HyperpriorCodec::from_weights(&without, Backend::Cpu.device()).unwrap(),
+        );
+        let q = 8.0;
+        let (a, b) = (
+            pred.encode_image(&img, q).unwrap(),
+            plain.encode_image(&img, q).unwrap(),
+        );
+        let file = Container::parse(&a.container.to_bytes().unwrap(), &Limits::default()).unwrap();
+        let (latent, symbols) = pred.decode_latent(&file, &Limits::default()).unwrap();
+        assert_eq!(symbols.y, a.y);
+        let plain_file =
+            Container::parse(&b.container.to_bytes().unwrap(), &Limits::default()).unwrap();
+        let (plain_latent, _) = plain
+            .decode_latent(&plain_file, &Limits::default())
+            .unwrap();
+        // Both reconstructions are within half a step (plus the 1/16 of the prediction) of the
+        // same latent, so within about one step of each other; the step is 1/g in y units.
+        let inv = pred.inverse_gain(q).unwrap();
+        let plane = latent.h * latent.w;
+        for (k, (u, v)) in latent.data.iter().zip(&plain_latent.data).enumerate() {
+            let step = inv[k / plane];
+            assert!(
+                (u - v).abs() <= step * 1.07 + 1e-4,
+                "latent {k}: {u} vs {v}"
+            );
+        }
+        if predictor.weights[0][0] == 1 << WEIGHT_BITS {
+            assert_ne!(
+                a.y, b.y,
+                "the left-neighbour predictor changes channel 0's symbols"
+            );
+        }
+        // The codec without the predictor refuses the file (another model id).
+        assert!(plain.decode_image(&file, &Limits::default()).is_err());
+        assert_eq!(
+            pred.decode_image(&file, &Limits::default())
+                .unwrap()
+                .dimensions(),
+            (192, 128)
+        );
     }
 }
 

@@ -8,7 +8,9 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use ncodec_codecs::Backend;
 use ncodec_codecs::hyperprior::{HyperpriorCodec, SHIPPED_WEIGHTS, weights};
-use ncodec_training::calibrate::{DEFAULT_QUALITIES, calibrate_hyperprior, spread};
+use ncodec_training::calibrate::{
+    CalibrateOptions, DEFAULT_QUALITIES, calibrate_hyperprior, spread,
+};
 use ncodec_training::data::{list_images, split};
 
 use crate::io::write_atomic;
@@ -40,6 +42,10 @@ pub struct CalibrateArgs {
     /// context model).
     #[arg(long)]
     pub no_context: bool,
+    /// Fit no latent predictor (each latent's residual is coded as it is, not what its already
+    /// coded neighbours fail to predict).
+    #[arg(long)]
+    pub no_predict: bool,
 }
 
 /// Runs the calibration.
@@ -105,7 +111,10 @@ pub fn run(
         &paths,
         &qualities,
         args.max_side,
-        !args.no_context,
+        CalibrateOptions {
+            predict: !args.no_predict,
+            context: !args.no_context,
+        },
         &tick,
     )
     .map_err(anyhow::Error::msg)?;
@@ -124,8 +133,17 @@ pub fn run(
             change(report.bits_after)
         )
     };
+    let predicted = if args.no_predict {
+        String::new()
+    } else {
+        format!(
+            ", with the latent predictor {:.4} ({:+.1} %)",
+            per(report.bits_predicted),
+            change(report.bits_predicted)
+        )
+    };
     println!(
-        "calibrated on {} images x {} qualities: y costs {:.4} bits per symbol, with the map {:.4} ({:+.1} %; Gaussian tables {:.4}, Laplace {:.4}: {family:?} kept){context}; wrote {}",
+        "calibrated on {} images x {} qualities: y costs {:.4} bits per symbol{predicted}, with the map {:.4} ({:+.1} %; Gaussian tables {:.4}, Laplace {:.4}: {family:?} kept){context}; wrote {}",
         report.images,
         qualities.len(),
         per(report.bits_before),

@@ -9,6 +9,7 @@ use ncodec_codecs::hyperprior::HyperpriorCodec;
 use ncodec_codecs::hyperprior::calibrate::{
     Calibration, ContextCalibration, ScaleMap, TableFamily,
 };
+use ncodec_codecs::hyperprior::predict::PredictionStats;
 
 use crate::data::load_rgb;
 
@@ -22,14 +23,35 @@ pub struct CalibrationReport {
     pub images: usize,
     /// Coded `y` symbols seen (all qualities).
     pub symbols: u64,
-    /// Bits of those symbols with the network's own indices.
+    /// Bits of those symbols with the network's own indices and no latent prediction.
     pub bits_before: f64,
+    /// Bits with the network's own indices and the fitted latent prediction (equal to
+    /// `bits_before` without `predict`).
+    pub bits_predicted: f64,
     /// Bits with the fitted per-channel map (of the chosen family).
     pub bits_mapped: f64,
     /// Bits with the per-channel map fitted for Gaussian tables, and for Laplace tables.
     pub bits_by_family: [f64; 2],
     /// Bits with the map and its context table (equal to `bits_mapped` without `context`).
     pub bits_after: f64,
+}
+
+/// What a calibration fits besides the per-channel map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CalibrateOptions {
+    /// The latent predictor (see [`ncodec_codecs::hyperprior::predict`]).
+    pub predict: bool,
+    /// The context table.
+    pub context: bool,
+}
+
+impl Default for CalibrateOptions {
+    fn default() -> Self {
+        Self {
+            predict: true,
+            context: true,
+        }
+    }
 }
 
 /// Every `len / n`-th of `len` items (all of them if `n >= len`), spread evenly.
@@ -50,10 +72,12 @@ fn centre(img: RgbImage, side: u32) -> RgbImage {
 }
 
 /// Fits the scale map of `codec` (its own map is ignored) on `paths`, each image cut to its
-/// centre `max_side × max_side`, coded at every quality of `qualities`: the per-channel map for
-/// Gaussian and for Laplace tables (the family of fewer bits is kept), then,
-/// with `context`, the context table in a second pass over the same latents. `tick` is called after
-/// each image of the first pass with the file and, for an unreadable one, why it was skipped.
+/// centre `max_side × max_side`, coded at every quality of `qualities`: with `predict`, first the
+/// latent predictor (least squares at the qualities up to 4), then the per-channel map for
+/// Gaussian and for Laplace tables on the symbols that predictor leaves (the family of fewer bits
+/// is kept), then, with `context`, the context table in a last pass over the same latents.
+/// `tick` is called after each image of the first pass with the file and, for an unreadable one,
+/// why it was skipped.
 ///
 /// # Errors
 /// A message if no image could be used or the codec fails.
@@ -62,14 +86,15 @@ pub fn calibrate_hyperprior(
     paths: &[PathBuf],
     qualities: &[f32],
     max_side: u32,
-    context: bool,
+    options: CalibrateOptions,
     tick: &dyn Fn(&Path, Option<&str>),
 ) -> Result<(ScaleMap, CalibrationReport), String> {
     let m = codec.config().m;
     let levels = codec.y_model().scales().len();
-    let mut stats = Calibration::new(m, levels);
+    let low: Vec<f32> = qualities.iter().copied().filter(|&q| q <= 4.0).collect();
+    let predict_at = if low.is_empty() { qualities } else { &low };
+    let mut prediction = PredictionStats::new(m);
     let mut latents = Vec::new();
-    let mut used = 0;
     for path in paths {
         let img = match load_rgb(path) {
             Ok(img) => centre(img, max_side),
@@ -79,27 +104,48 @@ pub fn calibrate_hyperprior(
             }
         };
         let y = codec.analysis(&img).map_err(|e| e.to_string())?;
-        for &q in qualities {
-            codec
-                .add_to_calibration(&y, q, &mut stats)
-                .map_err(|e| e.to_string())?;
+        if options.predict {
+            for &q in predict_at {
+                codec
+                    .add_to_prediction(&y, q, &mut prediction)
+                    .map_err(|e| e.to_string())?;
+            }
         }
-        if context {
-            latents.push(y);
-        }
-        used += 1;
+        latents.push(y);
         tick(path, None);
     }
-    if used == 0 {
+    if latents.is_empty() {
         return Err("no image could be read for the calibration".into());
     }
+    let predictor = options.predict.then(|| prediction.fit());
+    let mut stats = Calibration::new(m, levels);
+    let mut plain = Calibration::new(m, levels);
+    for y in &latents {
+        for &q in qualities {
+            codec
+                .add_to_calibration(y, q, predictor.as_ref(), &mut stats)
+                .map_err(|e| e.to_string())?;
+            if predictor.is_some() {
+                codec
+                    .add_to_calibration(y, q, None, &mut plain)
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+    }
     let gaussian = TableFamily::Gaussian.model();
-    let bits_before = stats.bits(&ScaleMap::identity(m, levels), &gaussian);
+    let identity = ScaleMap::identity(m, levels);
+    let bits_predicted = stats.bits(&identity, &gaussian);
+    let bits_before = if predictor.is_some() {
+        plain.bits(&identity, &gaussian)
+    } else {
+        bits_predicted
+    };
     let fits: Vec<(TableFamily, ScaleMap, f64)> = [TableFamily::Gaussian, TableFamily::Laplace]
         .into_iter()
         .map(|family| {
             let model = family.model();
-            let map = stats.fit(&model);
+            let mut map = stats.fit(&model);
+            map.predict.clone_from(&predictor);
             let bits = stats.bits(&map, &model);
             (family, map, bits)
         })
@@ -111,7 +157,7 @@ pub fn calibrate_hyperprior(
         .ok_or("no family")?;
     let y_model = family.model();
     let y_model = &y_model;
-    let (map, bits_after) = if context {
+    let (map, bits_after) = if options.context {
         let mut second = ContextCalibration::new(m, levels);
         for y in &latents {
             for &q in qualities {
@@ -127,9 +173,10 @@ pub fn calibrate_hyperprior(
         (map, bits_mapped)
     };
     let report = CalibrationReport {
-        images: used,
+        images: latents.len(),
         symbols: stats.symbols(),
         bits_before,
+        bits_predicted,
         bits_mapped,
         bits_by_family,
         bits_after,

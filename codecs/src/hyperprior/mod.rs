@@ -9,7 +9,9 @@
 //! 4. `(σ, μ) = h_s(ẑ)` in deterministic CPU arithmetic; scale index = CompressAI's rule on σ,
 //!    then the weights' integer scale map if they were calibrated (see [`calibrate`]);
 //! 5. `ŷ − μ = ⌊y − μ⌉`, coded with the Gaussian tables of those indices (with a context table,
-//!    each index also depends on the magnitudes of the symbols coded before it);
+//!    each index also depends on the magnitudes of the symbols coded before it; with a latent
+//!    predictor, the symbol is `⌊y − μ − p⌉` for a fixed-point prediction `p` from the residuals
+//!    coded before it, see [`predict`]);
 //! 6. the decoder repeats 3–5 from the file and runs `x̂ = g_s(ŷ·g⁻¹(q))`, tiled.
 //!
 //! At low rates the encoder may code the picture at 3/4 or 1/2 of its size ([`SCALES`]; one byte
@@ -19,6 +21,7 @@
 pub mod calibrate;
 pub mod hs_cpu;
 pub mod model;
+pub mod predict;
 pub mod weights;
 
 use std::sync::OnceLock;
@@ -37,6 +40,7 @@ use crate::error::{CodecError, Result};
 use calibrate::{Calibration, ContextCalibration, ScaleMap};
 use hs_cpu::HyperSynthesisCpu;
 pub use model::{ALIGN, Hyperprior, HyperpriorConfig, LAMBDAS};
+use predict::{PredictionStats, Predictor};
 
 const INFO: CodecInfo = CodecInfo {
     id: CodecId::HYPERPRIOR,
@@ -94,7 +98,7 @@ pub struct Coded {
     pub container: Container,
     /// The `ẑ` symbols.
     pub z: Vec<i32>,
-    /// The `⌊y − μ⌉` symbols.
+    /// The `y` symbols (`⌊y − μ⌉`, or `⌊y − μ − p⌉` with a latent predictor).
     pub y: Vec<i32>,
 }
 
@@ -103,7 +107,7 @@ pub struct Coded {
 pub struct Symbols {
     /// The `ẑ` symbols.
     pub z: Vec<i32>,
-    /// The `⌊y − μ⌉` symbols.
+    /// The `y` symbols (`⌊y − μ⌉`, or `⌊y − μ − p⌉` with a latent predictor).
     pub y: Vec<i32>,
 }
 
@@ -216,6 +220,20 @@ impl HyperpriorCodec {
             self.y_model = family.model();
         }
         Ok(self)
+    }
+
+    /// The inverse gain vector `g⁻¹(q)` (one quantization step in `y` units per channel).
+    ///
+    /// # Errors
+    /// [`CodecError::InvalidParameter`] if `q` is out of range.
+    pub fn inverse_gain(&self, q: f32) -> Result<Vec<f32>> {
+        self.check_quality(q)?;
+        Ok(self.gain(&self.log_inv_gain, q, true))
+    }
+
+    /// The latent predictor of the weights' calibration, if any.
+    fn predictor(&self) -> Option<&Predictor> {
+        self.scale_map.as_ref().and_then(|m| m.predict.as_ref())
     }
 
     /// The scale table `y` is coded with.
@@ -434,22 +452,42 @@ impl HyperpriorCodec {
         (indices, means)
     }
 
-    /// Adds the symbols of the latent `y` (before gain) coded at quality `q`, with the scale indices
-    /// `h_s` predicts for them, to the calibration statistics `stats`.
+    /// Adds the residuals `y·g(q) − μ` of the latent `y` (before gain) at quality `q` to the
+    /// least-squares statistics of a latent predictor (the first pass of a calibration).
     ///
     /// # Errors
     /// [`CodecError`] if the device fails or `q` is out of range.
-    pub fn add_to_calibration(&self, y: &Latent, q: f32, stats: &mut Calibration) -> Result<()> {
+    pub fn add_to_prediction(&self, y: &Latent, q: f32, stats: &mut PredictionStats) -> Result<()> {
+        let (z, zh, zw, scaled) = self.hyper_latent(y, q)?;
+        let (_, means) = self.predicted_parameters(&z, zh, zw);
+        let resid: Vec<f32> = scaled.iter().zip(&means).map(|(&v, &mu)| v - mu).collect();
+        stats.add(&resid, y.h, y.w);
+        Ok(())
+    }
+
+    /// Adds the symbols of the latent `y` (before gain) coded at quality `q` with the latent
+    /// predictor `predict`, with the scale indices `h_s` predicts for them, to the calibration
+    /// statistics `stats`.
+    ///
+    /// # Errors
+    /// [`CodecError`] if the device fails or `q` is out of range.
+    pub fn add_to_calibration(
+        &self,
+        y: &Latent,
+        q: f32,
+        predict: Option<&Predictor>,
+        stats: &mut Calibration,
+    ) -> Result<()> {
         let (z, zh, zw, scaled) = self.hyper_latent(y, q)?;
         let (indices, means) = self.predicted_parameters(&z, zh, zw);
-        let y_sym = residual_symbols(&scaled, &means);
+        let y_sym = symbols(&scaled, &means, predict, y.h, y.w);
         stats.add(&y_sym, &indices, y.h * y.w);
         Ok(())
     }
 
-    /// Adds the symbols of the latent `y` (before gain) coded at quality `q`, with the indices
-    /// after `map`'s per-channel map, to the context statistics `stats` (the second pass of a
-    /// calibration).
+    /// Adds the symbols of the latent `y` (before gain) coded at quality `q` with `map` (its
+    /// latent predictor too), with the indices after its per-channel map, to the context
+    /// statistics `stats` (the last pass of a calibration).
     ///
     /// # Errors
     /// [`CodecError`] if the device fails or `q` is out of range.
@@ -463,7 +501,7 @@ impl HyperpriorCodec {
         let (z, zh, zw, scaled) = self.hyper_latent(y, q)?;
         let (mut indices, means) = self.predicted_parameters(&z, zh, zw);
         map.apply_all(&mut indices, y.h * y.w);
-        let y_sym = residual_symbols(&scaled, &means);
+        let y_sym = symbols(&scaled, &means, map.predict.as_ref(), y.h, y.w);
         stats.add(&y_sym, &indices, y.h, y.w);
         Ok(())
     }
@@ -491,7 +529,7 @@ impl HyperpriorCodec {
     pub fn encode_latent(&self, y: &Latent, q: f32, width: u32, height: u32) -> Result<Coded> {
         let (z_sym, zh, zw, scaled) = self.hyper_latent(y, q)?;
         let (indices, means) = self.entropy_parameters(&z_sym, zh, zw);
-        let y_sym = residual_symbols(&scaled, &means);
+        let y_sym = symbols(&scaled, &means, self.predictor(), y.h, y.w);
         let z_bytes = self.z_model.encode(&z_sym, zh * zw)?;
         let indices = match &self.scale_map {
             Some(map) if map.has_context() => context_indices(map, &y_sym, &indices, y.h, y.w),
@@ -744,12 +782,22 @@ impl HyperpriorCodec {
         };
         let inv = self.gain(&self.log_inv_gain, q, true);
         let plane = lh * lw;
-        let data = y_sym
-            .iter()
-            .zip(&means)
-            .enumerate()
-            .map(|(i, (&s, &mu))| (s as f32 + mu) * inv[i / plane])
-            .collect();
+        let data = match self.predictor() {
+            // r̂ = 16·s + p in 1/16 units; without a predictor exactly s.
+            Some(p) => p
+                .reconstruct(&y_sym, lh, lw)
+                .iter()
+                .zip(&means)
+                .enumerate()
+                .map(|(i, (&r, &mu))| (r as f32 / 16.0 + mu) * inv[i / plane])
+                .collect(),
+            None => y_sym
+                .iter()
+                .zip(&means)
+                .enumerate()
+                .map(|(i, (&s, &mu))| (s as f32 + mu) * inv[i / plane])
+                .collect(),
+        };
         Ok((
             Latent {
                 c: m,
@@ -855,13 +903,20 @@ fn context_indices(map: &ScaleMap, sym: &[i32], base: &[u16], h: usize, w: usize
         .collect()
 }
 
-/// The coded symbols `⌊y − μ⌉` of the scaled latent.
-fn residual_symbols(scaled: &[f32], means: &[f32]) -> Vec<i32> {
-    scaled
-        .iter()
-        .zip(means)
-        .map(|(&v, &mu)| to_symbol(v - mu))
-        .collect()
+/// The coded symbols of the channel-major `[C][h][w]` scaled latent: `⌊y − μ⌉`, or with a latent
+/// predictor `⌊y − μ − p⌉` (see [`predict`]).
+fn symbols(
+    scaled: &[f32],
+    means: &[f32],
+    predict: Option<&Predictor>,
+    h: usize,
+    w: usize,
+) -> Vec<i32> {
+    let resid = scaled.iter().zip(means).map(|(&v, &mu)| v - mu);
+    match predict {
+        Some(p) => p.symbols(&resid.collect::<Vec<_>>(), h, w, to_symbol),
+        None => resid.map(to_symbol).collect(),
+    }
 }
 
 /// Rounds a latent to a symbol; NaN and absurd values (broken weights) are clamped.
