@@ -292,17 +292,48 @@ fn files_decode_identically_across_backends() {
         );
         return;
     }
-    let (cpu, bytes) = tiny_codec(Backend::Cpu);
-    let gpu = HyperpriorCodec::from_weights(&bytes, Backend::Wgpu.device()).expect("wgpu codec");
+    use ncodec_codecs::hyperprior::calibrate::{Calibration, ContextCalibration};
+    use ncodec_codecs::hyperprior::predict::PredictionStats;
+    let (plain, bytes) = tiny_codec(Backend::Cpu);
     let img = kodak_crop(96, 80);
+    // Weights calibrated like shipped ones (latent predictor, map, context table), so that the
+    // sequential context decoder and the predictor's reconstruction are checked too.
+    let (m, levels) = (plain.config().m, plain.y_model().scales().len());
+    let y = plain.analysis(&img).expect("analysis");
+    let mut prediction = PredictionStats::new(m);
+    plain
+        .add_to_prediction(&y, 5.0, &mut prediction)
+        .expect("prediction");
+    let predictor = prediction.fit();
+    let mut first = Calibration::new(m, levels);
+    plain
+        .add_to_calibration(&y, 5.0, Some(&predictor), &mut first)
+        .expect("calibration");
+    let mut map = first.fit(plain.y_model());
+    map.predict = Some(predictor);
+    let mut second = ContextCalibration::new(m, levels);
+    plain
+        .add_to_context_calibration(&y, 5.0, &map, &mut second)
+        .expect("context");
+    let map = second.fit(&map, plain.y_model());
+    let bytes = weights::with_scale_map(&bytes, map).expect("calibrated weights");
+    let cpu = HyperpriorCodec::from_weights(&bytes, Backend::Cpu.device()).expect("cpu codec");
+    let gpu = HyperpriorCodec::from_weights(&bytes, Backend::Wgpu.device()).expect("wgpu codec");
     let limits = Limits::default();
     for (enc, dec, name) in [(&gpu, &cpu, "wgpu→cpu"), (&cpu, &gpu, "cpu→wgpu")] {
         let coded = enc.encode_image(&img, 5.0).expect("encode");
         let file =
             Container::parse(&coded.container.to_bytes().expect("bytes"), &limits).expect("parse");
-        let (_, got) = dec.decode_latent(&file, &limits).expect("decode");
+        let (latent, got) = dec.decode_latent(&file, &limits).expect("decode");
         assert_eq!(got.z, coded.z, "{name}: z symbols differ");
         assert_eq!(got.y, coded.y, "{name}: y symbols differ");
+        // The latent the synthesis receives is bit-identical on both backends.
+        let (other, _) = enc.decode_latent(&file, &limits).expect("decode");
+        assert_eq!(
+            latent.data.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            other.data.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            "{name}: decoded latents differ"
+        );
         let a = cpu.decode_image(&file, &limits).expect("cpu pixels");
         let b = gpu.decode_image(&file, &limits).expect("wgpu pixels");
         let differing = a
