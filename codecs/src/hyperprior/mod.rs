@@ -10,7 +10,7 @@
 //!    then the weights' integer scale map if they were calibrated (see [`calibrate`]);
 //! 5. `ŷ − μ = ⌊y − μ⌉`, coded with the Gaussian tables of those indices (with a context table,
 //!    each index also depends on the magnitudes of the symbols coded before it; with a latent
-//!    predictor, the symbol is `⌊y − μ − p⌉` for a fixed-point prediction `p` from the residuals
+//!    predictor, the symbol is `⌊y − μ − p/16⌉` for a fixed-point prediction `p` (1/16 units) from the residuals
 //!    coded before it, see [`predict`]);
 //! 6. the decoder repeats 3–5 from the file and runs `x̂ = g_s(ŷ·g⁻¹(q))`, tiled.
 //!
@@ -98,7 +98,7 @@ pub struct Coded {
     pub container: Container,
     /// The `ẑ` symbols.
     pub z: Vec<i32>,
-    /// The `y` symbols (`⌊y − μ⌉`, or `⌊y − μ − p⌉` with a latent predictor).
+    /// The `y` symbols (`⌊y − μ⌉`, or `⌊y − μ − p/16⌉` with a latent predictor).
     pub y: Vec<i32>,
 }
 
@@ -107,7 +107,7 @@ pub struct Coded {
 pub struct Symbols {
     /// The `ẑ` symbols.
     pub z: Vec<i32>,
-    /// The `y` symbols (`⌊y − μ⌉`, or `⌊y − μ − p⌉` with a latent predictor).
+    /// The `y` symbols (`⌊y − μ⌉`, or `⌊y − μ − p/16⌉` with a latent predictor).
     pub y: Vec<i32>,
 }
 
@@ -904,7 +904,7 @@ fn context_indices(map: &ScaleMap, sym: &[i32], base: &[u16], h: usize, w: usize
 }
 
 /// The coded symbols of the channel-major `[C][h][w]` scaled latent: `⌊y − μ⌉`, or with a latent
-/// predictor `⌊y − μ − p⌉` (see [`predict`]).
+/// predictor `⌊y − μ − p/16⌉` (see [`predict`]).
 fn symbols(
     scaled: &[f32],
     means: &[f32],

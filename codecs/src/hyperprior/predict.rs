@@ -70,6 +70,7 @@ pub fn features(r: &[i32], c: usize, i: usize, j: usize, h: usize, w: usize, out
 
 /// Fixed-point prediction weights, `weights[c]` of length [`taps`]`(c)` in 1/4096 units.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Predictor {
     /// One row per latent channel.
     pub weights: Vec<Vec<i32>>,
@@ -95,13 +96,19 @@ impl Predictor {
                     taps(c)
                 ));
             }
-            if row.iter().any(|w| w.abs() > MAX_WEIGHT) {
+            if row.iter().any(|w| !(-MAX_WEIGHT..=MAX_WEIGHT).contains(w)) {
                 return Err(format!(
                     "the predictor's channel {c} holds a weight beyond ±{MAX_WEIGHT}"
                 ));
             }
         }
         Ok(())
+    }
+
+    /// Whether `len` values are whole `h × w` planes of at most as many channels as there are
+    /// weight rows (what [`Self::symbols`] and [`Self::reconstruct`] require).
+    fn fits(&self, len: usize, h: usize, w: usize) -> bool {
+        len == 0 || (h * w > 0 && len.is_multiple_of(h * w) && len / (h * w) <= self.weights.len())
     }
 
     /// Whether every prediction is 0.
@@ -140,6 +147,7 @@ impl Predictor {
         w: usize,
         round: impl Fn(f32) -> i32,
     ) -> Vec<i32> {
+        debug_assert!(self.fits(resid.len(), h, w), "residuals of another shape");
         let mut r = vec![0i32; resid.len()];
         let mut sym = vec![0i32; resid.len()];
         let mut f = Vec::new();
@@ -155,6 +163,7 @@ impl Predictor {
 
     /// Decoder: the reconstructed residuals (1/16 units) of the channel-major `[C][h][w]` symbols.
     pub fn reconstruct(&self, sym: &[i32], h: usize, w: usize) -> Vec<i32> {
+        debug_assert!(self.fits(sym.len(), h, w), "symbols of another shape");
         let mut r = vec![0i32; sym.len()];
         let mut f = Vec::new();
         for (k, &s) in sym.iter().enumerate() {
@@ -200,8 +209,8 @@ impl PredictionStats {
     }
 
     /// Adds the channel-major `[C][h][w]` residuals `resid` (`y·g − μ`). The features are their
-    /// rounded values, which is what the decoder's reconstructions are up to the 1/16 fixed
-    /// point of the prediction.
+    /// rounded values (an open-loop fit: the decoder's reconstructions `16·⌊r − p/16⌉ + p` are
+    /// within half a step of `r` too, but not equal to `16·⌊r⌉`).
     ///
     /// # Panics
     /// If `resid` is not `channels·h·w` long.
@@ -269,8 +278,8 @@ impl PredictionStats {
     }
 }
 
-/// Solves the symmetric positive definite `n × n` system `a·x = b` (Cholesky); a row that is not
-/// positive definite gets weight 0.
+/// Solves the symmetric positive definite `n × n` system `a·x = b` (Cholesky); if the matrix is
+/// not positive definite, the whole solution is 0 (the channel is not predicted).
 fn solve(mut a: Vec<f64>, mut b: Vec<f64>, n: usize) -> Vec<f64> {
     for j in 0..n {
         let d = a[j * n + j] - (0..j).map(|k| a[j * n + k] * a[j * n + k]).sum::<f64>();
@@ -381,8 +390,14 @@ mod tests {
         let mut short = ok.clone();
         short.weights[1].pop();
         assert!(short.validate(2).is_err());
-        let mut big = ok;
+        let mut big = ok.clone();
         big.weights[1][0] = MAX_WEIGHT + 1;
         assert!(big.validate(2).is_err());
+        let mut min = ok;
+        min.weights[1][2] = i32::MIN;
+        assert!(min.validate(2).is_err());
+        // An unknown field in a weights file's predictor is refused, not ignored.
+        let json = r#"{"weights": [[0, 0, 0, 0]], "bias": [1]}"#;
+        assert!(serde_json::from_str::<Predictor>(json).is_err());
     }
 }
