@@ -122,14 +122,14 @@ pub fn calibrate_hyperprior(
     let mut plain = Calibration::new(m, levels);
     for y in &latents {
         for &q in qualities {
-            codec
-                .add_to_calibration(y, q, predictor.as_ref(), &mut stats)
-                .map_err(|e| e.to_string())?;
+            // The statistics without the predictor only measure what it saves (same h_s pass).
+            let mut pairs = vec![(predictor.as_ref(), &mut stats)];
             if predictor.is_some() {
-                codec
-                    .add_to_calibration(y, q, None, &mut plain)
-                    .map_err(|e| e.to_string())?;
+                pairs.push((None, &mut plain));
             }
+            codec
+                .add_to_calibrations(y, q, &mut pairs)
+                .map_err(|e| e.to_string())?;
         }
     }
     let gaussian = TableFamily::Gaussian.model();

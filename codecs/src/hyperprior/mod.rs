@@ -478,10 +478,26 @@ impl HyperpriorCodec {
         predict: Option<&Predictor>,
         stats: &mut Calibration,
     ) -> Result<()> {
+        self.add_to_calibrations(y, q, &mut [(predict, stats)])
+    }
+
+    /// [`Self::add_to_calibration`] for several predictors (and their statistics) at the cost of
+    /// one: `y`'s hyper-latent and `h_s` run once.
+    ///
+    /// # Errors
+    /// [`CodecError`] if the device fails or `q` is out of range.
+    pub fn add_to_calibrations(
+        &self,
+        y: &Latent,
+        q: f32,
+        stats: &mut [(Option<&Predictor>, &mut Calibration)],
+    ) -> Result<()> {
         let (z, zh, zw, scaled) = self.hyper_latent(y, q)?;
         let (indices, means) = self.predicted_parameters(&z, zh, zw);
-        let y_sym = symbols(&scaled, &means, predict, y.h, y.w);
-        stats.add(&y_sym, &indices, y.h * y.w);
+        for (predict, stats) in stats {
+            let y_sym = symbols(&scaled, &means, *predict, y.h, y.w);
+            stats.add(&y_sym, &indices, y.h * y.w);
+        }
         Ok(())
     }
 
