@@ -615,6 +615,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn unknown_scale_map_fields_are_refused() {
+        let known = r#"{"map": [[0, 1]], "family": "laplace"}"#;
+        assert!(serde_json::from_str::<ScaleMap>(known).is_ok());
+        let newer = r#"{"map": [[0, 1]], "family": "laplace", "offsets": [1]}"#;
+        assert!(serde_json::from_str::<ScaleMap>(newer).is_err());
+    }
+
+    #[test]
     fn the_fit_finds_a_known_miscalibration() {
         let y = GaussianConditional::default();
         let scales = y.scales().to_vec();
