@@ -45,15 +45,6 @@ pub struct CalibrateOptions {
     pub context: bool,
 }
 
-impl Default for CalibrateOptions {
-    fn default() -> Self {
-        Self {
-            predict: true,
-            context: true,
-        }
-    }
-}
-
 /// Every `len / n`-th of `len` items (all of them if `n >= len`), spread evenly.
 pub fn spread(len: usize, n: usize) -> Vec<usize> {
     if n >= len {
