@@ -16,6 +16,7 @@ pub mod media;
 pub mod registry;
 pub mod walloc;
 pub mod weights;
+pub mod wiener;
 
 pub use backend::Backend;
 pub use codec::{Codec, CodecInfo, EncodeOptions, Media, Quality};

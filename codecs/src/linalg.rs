@@ -1,7 +1,8 @@
 //! The little dense linear algebra the PCA initializations need: the eigen-decomposition of a
 //! symmetric matrix (Householder reduction to tridiagonal form, then the implicit QL algorithm, as
 //! in EISPACK's `tred2`/`tql2`; O(n³), about a second for n = 768) and the principal components of
-//! a set of vectors.
+//! a set of vectors, and the Cholesky solve of the least-squares fits (latent predictor, restoration
+//! filter).
 
 /// Eigenvalues and eigenvectors of a symmetric matrix `a` (`n × n`, row-major), sorted by
 /// decreasing eigenvalue: `(eigenvalues, vectors)` with the unit vector of eigenvalue `k` in
@@ -207,6 +208,30 @@ pub fn principal_components(rows: &[f32], mean: &[f64], n: usize) -> (Vec<f64>, 
         }
     }
     symmetric_eigen(&cov, n)
+}
+
+/// Solves the symmetric positive definite `n × n` system `a·x = b` (Cholesky); if the matrix is
+/// not positive definite, the whole solution is 0.
+pub fn cholesky_solve(mut a: Vec<f64>, mut b: Vec<f64>, n: usize) -> Vec<f64> {
+    for j in 0..n {
+        let d = a[j * n + j] - (0..j).map(|k| a[j * n + k] * a[j * n + k]).sum::<f64>();
+        if !(d > 0.0 && d.is_finite()) {
+            return vec![0.0; n];
+        }
+        let d = d.sqrt();
+        a[j * n + j] = d;
+        for i in j + 1..n {
+            let s = a[i * n + j] - (0..j).map(|k| a[i * n + k] * a[j * n + k]).sum::<f64>();
+            a[i * n + j] = s / d;
+        }
+    }
+    for i in 0..n {
+        b[i] = (b[i] - (0..i).map(|k| a[i * n + k] * b[k]).sum::<f64>()) / a[i * n + i];
+    }
+    for i in (0..n).rev() {
+        b[i] = (b[i] - (i + 1..n).map(|k| a[k * n + i] * b[k]).sum::<f64>()) / a[i * n + i];
+    }
+    b
 }
 
 #[cfg(test)]

@@ -37,6 +37,7 @@ use ncodec_bitstream::{
 
 use crate::codec::{Codec, CodecInfo, EncodeOptions, Media, Quality};
 use crate::error::{CodecError, Result};
+use crate::wiener;
 use calibrate::{Calibration, ContextCalibration, ScaleMap};
 use hs_cpu::HyperSynthesisCpu;
 pub use model::{ALIGN, Hyperprior, HyperpriorConfig, LAMBDAS};
@@ -57,6 +58,8 @@ pub const QUALITY_MIN: f32 = 0.1;
 pub const STREAM_Z: u8 = 0;
 /// Stream label of the latent `ŷ`.
 pub const STREAM_Y: u8 = 1;
+/// Stream label of the optional restoration filter ([`crate::wiener`], raw bytes).
+pub const STREAM_FILTER: u8 = 2;
 
 /// Coded resolutions the encoder chooses from, in eighths of each side (8 = the full image).
 /// Below about 0.6 bpp the 16×16 block transform spends its bits better on a smaller picture
@@ -622,9 +625,15 @@ impl HyperpriorCodec {
     /// # Errors
     /// As [`HyperpriorCodec::encode_latent`].
     pub fn encode_image_auto(&self, img: &RgbImage, q: f32) -> Result<Coded> {
+        let (coded, decoded) = self.encode_image_sized(img, q)?;
+        Ok(self.with_filter(img, coded, &decoded, lambda_of(q)))
+    }
+
+    /// [`Self::encode_image_auto`] without the restoration filter: the file and its decoding.
+    fn encode_image_sized(&self, img: &RgbImage, q: f32) -> Result<(Coded, RgbImage)> {
         let full = self.encode_image(img, q)?;
-        let (bpp, mse) = self.measure(img, &full)?;
-        let mut best = (mse, full);
+        let (bpp, mse, decoded) = self.measure(img, &full)?;
+        let mut best = (mse, full, decoded);
         for &eighths in &SCALES[1..] {
             let picture = shrink(img, eighths)?;
             // Shrinking and enlarging alone already lose more than the full-size file: coding
@@ -635,21 +644,41 @@ impl HyperpriorCodec {
             let Ok(coded) = self.encode_to_rate_at(img, picture.as_ref(), bpp, eighths)? else {
                 break;
             };
-            let (_, mse) = self.measure(img, &coded)?;
+            let (_, mse, decoded) = self.measure(img, &coded)?;
             if mse >= best.0 {
                 break;
             }
-            best = (mse, coded);
+            best = (mse, coded, decoded);
         }
-        Ok(best.1)
+        Ok((best.1, best.2))
     }
 
-    /// Bits per pixel of a coded file and the mean squared error of its decoding (0–255 units).
-    fn measure(&self, img: &RgbImage, coded: &Coded) -> Result<(f64, f64)> {
+    /// Bits per pixel of a coded file, the mean squared error of its decoding (0–255 units) and
+    /// the decoding.
+    fn measure(&self, img: &RgbImage, coded: &Coded) -> Result<(f64, f64, RgbImage)> {
         let pixels = f64::from(img.width()) * f64::from(img.height());
         let bpp = coded.container.to_bytes()?.len() as f64 * 8.0 / pixels;
         let back = self.decode_image(&coded.container, &Limits::default())?;
-        Ok((bpp, mse_u8(img, &back)))
+        Ok((bpp, mse_u8(img, &back), back))
+    }
+
+    /// `coded` (whose decoding without a filter is `decoded`) with the restoration filter fitted
+    /// for the trade-off `lambda`, when one pays for its bits (else unchanged).
+    fn with_filter(
+        &self,
+        img: &RgbImage,
+        mut coded: Coded,
+        decoded: &RgbImage,
+        lambda: f64,
+    ) -> Coded {
+        if let Some(filter) = wiener::fit(img, decoded, lambda) {
+            coded.container.streams.push(Stream {
+                kind: StreamKind::Raw,
+                label: STREAM_FILTER,
+                data: filter.to_bytes(),
+            });
+        }
+        coded
     }
 
     /// Encodes `img` at the best file of at most `bpp` bits per pixel: per coded resolution of
@@ -659,12 +688,43 @@ impl HyperpriorCodec {
     /// # Errors
     /// [`CodecError::InvalidParameter`] naming the lowest reachable rate if `bpp` is below it.
     pub fn encode_to_rate(&self, img: &RgbImage, bpp: f64) -> Result<Coded> {
+        let pixels = f64::from(img.width()) * f64::from(img.height());
+        let (coded, decoded) = self.encode_to_rate_sized(img, bpp)?;
+        let size =
+            |c: &Coded| -> Result<f64> { Ok(c.container.to_bytes()?.len() as f64 * 8.0 / pixels) };
+        let filtered = self.with_filter(
+            img,
+            coded.clone(),
+            &decoded,
+            lambda_of(coded.container.params.quality),
+        );
+        if size(&filtered)? <= bpp {
+            return Ok(filtered);
+        }
+        // The filter's bits pushed the file over the target: search again with them set aside.
+        let extra = size(&filtered)? - size(&coded)?;
+        if let Ok((smaller, decoded)) = self.encode_to_rate_sized(img, bpp - extra) {
+            let filtered = self.with_filter(
+                img,
+                smaller,
+                &decoded,
+                lambda_of(coded.container.params.quality),
+            );
+            if size(&filtered)? <= bpp {
+                return Ok(filtered);
+            }
+        }
+        Ok(coded)
+    }
+
+    /// [`Self::encode_to_rate`] without the restoration filter: the file and its decoding.
+    fn encode_to_rate_sized(&self, img: &RgbImage, bpp: f64) -> Result<(Coded, RgbImage)> {
         check_image(img)?;
-        let mut best: Option<(f64, Coded)> = None;
+        let mut best: Option<(f64, Coded, RgbImage)> = None;
         let mut lowest = f64::INFINITY;
         for &eighths in &SCALES {
             let picture = shrink(img, eighths)?;
-            if let Some((mse, _)) = &best
+            if let Some((mse, _, _)) = &best
                 && resampling_mse(img, picture.as_ref()) >= *mse
             {
                 break;
@@ -676,12 +736,12 @@ impl HyperpriorCodec {
                     continue;
                 }
             };
-            let (_, mse) = self.measure(img, &coded)?;
-            if best.as_ref().is_none_or(|(m, _)| mse < *m) {
-                best = Some((mse, coded));
+            let (_, mse, decoded) = self.measure(img, &coded)?;
+            if best.as_ref().is_none_or(|(m, _, _)| mse < *m) {
+                best = Some((mse, coded, decoded));
             }
         }
-        best.map(|(_, c)| c).ok_or_else(|| {
+        best.map(|(_, c, d)| (c, d)).ok_or_else(|| {
             let (lo, _) = self.quality_range();
             CodecError::InvalidParameter(format!(
                 "{bpp} bpp is below the lowest rate the hyperprior reaches on this image ({lowest:.4} bpp at -q {lo})"
@@ -836,12 +896,40 @@ impl HyperpriorCodec {
         };
         let (cw, ch) = coded_size(file, width, height)?;
         let img = self.synthesis(&y, cw as usize, ch as usize)?;
-        Ok(if (cw, ch) == (width, height) {
+        let img = if (cw, ch) == (width, height) {
             img
         } else {
             image::imageops::resize(&img, width, height, FilterType::Lanczos3)
-        })
+        };
+        Ok(
+            match file.streams.iter().find(|s| s.label == STREAM_FILTER) {
+                None => img,
+                Some(stream) if stream.kind == StreamKind::Raw => {
+                    wiener::Filter::from_bytes(&stream.data)?.apply(&img)
+                }
+                Some(_) => {
+                    return Err(CodecError::Unsupported(
+                        "the restoration filter stream is not raw bytes (a newer or damaged file)"
+                            .into(),
+                    ));
+                }
+            },
+        )
     }
+}
+
+/// The `λ` of `λ·255²·MSE + bpp` at quality `q`: the training `λ` of the ladder, log-linear between
+/// its points, and `λ₁·q²` below level 1 (where the step grows as `1/q`).
+fn lambda_of(q: f32) -> f64 {
+    let q = f64::from(q);
+    if q < 1.0 {
+        return LAMBDAS[0] * q * q;
+    }
+    let last = LAMBDAS.len() - 1;
+    let pos = (q - 1.0).clamp(0.0, last as f64);
+    let l = (pos.floor() as usize).min(last - 1);
+    let t = pos - l as f64;
+    (LAMBDAS[l].ln() * (1.0 - t) + LAMBDAS[l + 1].ln() * t).exp()
 }
 
 /// The size of the picture a file codes: its image size, or `eighths`/8 of it (rounded, at
@@ -930,9 +1018,22 @@ fn symbols(
 ) -> Vec<i32> {
     let resid = scaled.iter().zip(means).map(|(&v, &mu)| v - mu);
     match predict {
-        Some(p) => p.symbols(&resid.collect::<Vec<_>>(), h, w, to_symbol),
-        None => resid.map(to_symbol).collect(),
+        Some(p) => p.symbols(&resid.collect::<Vec<_>>(), h, w, quantize),
+        None => resid.map(quantize).collect(),
     }
+}
+
+/// How much further than half a step a residual must reach before it rounds away from zero.
+/// Rounding with this small dead zone (`sign(v)·⌊|v| + ½ − DEAD_ZONE⌋`) saves more bits on the
+/// many near-zero symbols than it costs in error: on 8 held-out training photos (never Kodak),
+/// −1.9 % BD-rate at 0.1, +1.5 % at 0.2, +7 % at 0.3 (with the restoration filter: −1.3 %).
+/// Decoders do not depend on it.
+pub const DEAD_ZONE: f32 = 0.1;
+
+/// Rounds a `y` residual to its symbol with the [`DEAD_ZONE`].
+fn quantize(v: f32) -> i32 {
+    let m = v.abs() - DEAD_ZONE;
+    to_symbol(if m <= 0.5 { 0.0 } else { v.signum() * m })
 }
 
 /// Rounds a latent to a symbol; NaN and absurd values (broken weights) are clamped.

@@ -1,0 +1,706 @@
+//! Adaptive restoration filter: a Wiener filter fitted by the encoder to each image and sent in
+//! the file, applied by the decoder to the decoded pixels (in the spirit of the adaptive loop
+//! filter of VVC, Tsai et al. 2013, here after the picture rather than in a prediction loop).
+//!
+//! The decoder sorts every pixel of the decoded image into one of up to 7 × 3 classes by the local
+//! activity and direction of its luminance (sums of 1-D Laplacians over a 5 × 5 window), and each
+//! colour channel of each class gets its own 27-tap linear filter: the 24 neighbours of a diamond of
+//! radius 3, the two other colour channels at the same pixel (all as differences to the pixel
+//! itself) and a constant. Coefficients are integers in 1/128, applied in integer arithmetic, so the
+//! filter gives the same pixels on every machine. The encoder fits each (channel, class) filter by
+//! least squares against the original, sends it only where it pays in `λ·SSE/3 + bits`, and picks
+//! how finely to split the classes; the file says which.
+//!
+//! Why: the learned transforms are short-trained and block based; on held-out training photos (never
+//! Kodak) a per-image filter gained 0.5–0.7 dB at q 0.5–4 for 1–4 % more bits (`docs/BITSTREAM.md`
+//! §7, "Restoration filter", is the normative description).
+
+use image::RgbImage;
+use ncodec_bitstream::BitstreamError;
+
+use crate::linalg::cholesky_solve;
+
+/// Radius of the diamond of neighbours (`|dy| + |dx| ≤ RADIUS`).
+const RADIUS: i32 = 3;
+/// Filter taps: 24 neighbours, 2 other channels, 1 constant.
+pub const TAPS: usize = 27;
+/// Fraction bits of the coefficients.
+pub const FRAC_BITS: u32 = 7;
+/// Largest coefficient magnitude a file may hold.
+pub const MAX_COEF: i32 = 1 << 14;
+/// Activity thresholds: mean |1-D Laplacian| of `(R + G + B)/3` per pixel and direction, summed
+/// over both directions (class `a` = the number of thresholds the activity reaches).
+const ACTIVITY: [u32; 6] = [2, 5, 10, 20, 40, 80];
+/// Most activity classes.
+pub const MAX_ACTIVITY_CLASSES: u8 = 7;
+/// Largest Exp-Golomb order of a coefficient list.
+const MAX_ORDER: u32 = 7;
+/// Longest run of leading zeros a valid Exp-Golomb code has (values ≤ 2·MAX_COEF + 2^MAX_ORDER).
+const MAX_ZEROS: u32 = 16;
+/// Pixels sampled by the fit at most (rows are skipped evenly above it).
+const FIT_SAMPLES: usize = 1 << 21;
+/// Bits a stream costs in the container beyond its payload (label, kind, length, checksum).
+const STREAM_OVERHEAD_BITS: f64 = 80.0;
+
+/// Neighbour offsets `(dy, dx)` of the diamond without its centre, row-major.
+fn offsets() -> impl Iterator<Item = (i32, i32)> {
+    (-RADIUS..=RADIUS)
+        .flat_map(|dy| (-RADIUS..=RADIUS).map(move |dx| (dy, dx)))
+        .filter(|&(dy, dx)| (dy, dx) != (0, 0) && dy.abs() + dx.abs() <= RADIUS)
+}
+
+/// How finely pixels are classed: `activity` classes (1..=7, the first `activity − 1` thresholds)
+/// times `directions` (1, or 3: neither, horizontal, vertical).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Classing {
+    /// Activity classes (1..=7).
+    pub activity: u8,
+    /// Direction classes (1 or 3).
+    pub directions: u8,
+}
+
+impl Classing {
+    /// Number of classes.
+    pub fn classes(self) -> usize {
+        usize::from(self.activity) * usize::from(self.directions)
+    }
+
+    /// The class of a pixel of finest class `fine` (`activity·3 + direction`).
+    fn class(self, fine: u8) -> usize {
+        let (a, d) = (fine / 3, fine % 3);
+        let a = usize::from(a.min(self.activity - 1));
+        if self.directions == 3 {
+            a * 3 + usize::from(d)
+        } else {
+            a
+        }
+    }
+
+    fn is_valid(self) -> bool {
+        (1..=MAX_ACTIVITY_CLASSES).contains(&self.activity) && matches!(self.directions, 1 | 3)
+    }
+}
+
+/// The finest classing; every [`Classing`] merges its classes.
+const FINEST: Classing = Classing {
+    activity: MAX_ACTIVITY_CLASSES,
+    directions: 3,
+};
+/// The classings the encoder tries.
+const CANDIDATES: [Classing; 5] = [
+    FINEST,
+    Classing {
+        activity: 7,
+        directions: 1,
+    },
+    Classing {
+        activity: 4,
+        directions: 1,
+    },
+    Classing {
+        activity: 2,
+        directions: 1,
+    },
+    Classing {
+        activity: 1,
+        directions: 1,
+    },
+];
+
+/// A restoration filter: a classing and, per colour channel and class, the coefficients (`None`:
+/// that class of that channel is left as decoded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filter {
+    /// How pixels are classed.
+    pub classing: Classing,
+    /// `[channel][class]` coefficients in 1/128 (`TAPS` each).
+    pub coefs: [Vec<Option<[i32; TAPS]>>; 3],
+}
+
+/// The finest class (`activity·3 + direction`) of every pixel of `img`, row-major.
+pub fn classes(img: &RgbImage) -> Vec<u8> {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    if w == 0 || h == 0 {
+        return Vec::new();
+    }
+    let raw = img.as_raw();
+    let luma = |y: usize, x: usize| -> i32 {
+        let i = (y * w + x) * 3;
+        i32::from(raw[i]) + i32::from(raw[i + 1]) + i32::from(raw[i + 2])
+    };
+    // Row sums over 5 columns of the vertical and horizontal Laplacians (each ≤ 5·1530).
+    let mut rows_v = vec![0u16; w * h];
+    let mut rows_h = vec![0u16; w * h];
+    let (mut gv, mut gh) = (vec![0u16; w], vec![0u16; w]);
+    for y in 0..h {
+        let (up, down) = (y.saturating_sub(1), (y + 1).min(h - 1));
+        for x in 0..w {
+            let (left, right) = (x.saturating_sub(1), (x + 1).min(w - 1));
+            let c = 2 * luma(y, x);
+            gv[x] = (c - luma(up, x) - luma(down, x)).unsigned_abs() as u16;
+            gh[x] = (c - luma(y, left) - luma(y, right)).unsigned_abs() as u16;
+        }
+        for x in 0..w {
+            let (mut sv, mut sh) = (0u16, 0u16);
+            for dx in -2i64..=2 {
+                let xx = (x as i64 + dx).clamp(0, w as i64 - 1) as usize;
+                sv += gv[xx];
+                sh += gh[xx];
+            }
+            rows_v[y * w + x] = sv;
+            rows_h[y * w + x] = sh;
+        }
+    }
+    let mut out = vec![0u8; w * h];
+    for y in 0..h {
+        for x in 0..w {
+            let (mut sv, mut sh) = (0u32, 0u32);
+            for dy in -2i64..=2 {
+                let yy = (y as i64 + dy).clamp(0, h as i64 - 1) as usize;
+                sv += u32::from(rows_v[yy * w + x]);
+                sh += u32::from(rows_h[yy * w + x]);
+            }
+            // Thresholds are per pixel of (R+G+B)/3: the sums cover 25 pixels of R+G+B.
+            let a = sv + sh;
+            let act = ACTIVITY.iter().filter(|&&t| a >= t * 75).count() as u8;
+            let dir = if sh > 2 * sv {
+                1
+            } else if sv > 2 * sh {
+                2
+            } else {
+                0
+            };
+            out[y * w + x] = act * 3 + dir;
+        }
+    }
+    out
+}
+
+/// The features of channel `c` at `(y, x)`: neighbours and the other channels minus the pixel,
+/// then 1 (positions outside the image read the nearest edge pixel).
+fn features(raw: &[u8], w: usize, h: usize, y: usize, x: usize, c: usize, f: &mut [i32; TAPS]) {
+    let at = |yy: i64, xx: i64, cc: usize| -> i32 {
+        let yy = yy.clamp(0, h as i64 - 1) as usize;
+        let xx = xx.clamp(0, w as i64 - 1) as usize;
+        i32::from(raw[(yy * w + xx) * 3 + cc])
+    };
+    let centre = i32::from(raw[(y * w + x) * 3 + c]);
+    for (k, (dy, dx)) in offsets().enumerate() {
+        f[k] = at(y as i64 + i64::from(dy), x as i64 + i64::from(dx), c) - centre;
+    }
+    let p = (y * w + x) * 3;
+    f[24] = i32::from(raw[p + (c + 1) % 3]) - centre;
+    f[25] = i32::from(raw[p + (c + 2) % 3]) - centre;
+    f[26] = 1;
+}
+
+impl Filter {
+    /// `img` filtered (the decoder's step). Pixels of classes without coefficients are unchanged.
+    pub fn apply(&self, img: &RgbImage) -> RgbImage {
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        let fine = classes(img);
+        let raw = img.as_raw();
+        let mut out = img.clone();
+        let mut f = [0i32; TAPS];
+        for y in 0..h {
+            for x in 0..w {
+                let class = self.classing.class(fine[y * w + x]);
+                for c in 0..3 {
+                    let Some(coefs) = &self.coefs[c][class] else {
+                        continue;
+                    };
+                    features(raw, w, h, y, x, c, &mut f);
+                    let acc: i64 = coefs
+                        .iter()
+                        .zip(&f)
+                        .map(|(&a, &b)| i64::from(a) * i64::from(b))
+                        .sum();
+                    let delta = (acc + (1 << (FRAC_BITS - 1))) >> FRAC_BITS;
+                    let p = (y * w + x) * 3 + c;
+                    out.as_mut()[p] = (i64::from(raw[p]) + delta).clamp(0, 255) as u8;
+                }
+            }
+        }
+        out
+    }
+
+    /// The stream payload: bytes `activity`, `directions`, then bits (most significant first; the
+    /// last byte padded with zeros): per channel and class a flag, and with it the Exp-Golomb order
+    /// (3 bits) and the 27 coefficients (signed Exp-Golomb).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut bits = BitWriter::default();
+        for channel in &self.coefs {
+            for class in channel {
+                match class {
+                    None => bits.put(0, 1),
+                    Some(coefs) => {
+                        bits.put(1, 1);
+                        let order = best_order(coefs);
+                        bits.put(order, 3);
+                        for &v in coefs {
+                            bits.put_exp_golomb(zigzag(v), order);
+                        }
+                    }
+                }
+            }
+        }
+        let mut out = vec![self.classing.activity, self.classing.directions];
+        out.extend(bits.finish());
+        out
+    }
+
+    /// Parses a stream payload. Never panics: anything malformed is [`BitstreamError::Corrupt`].
+    ///
+    /// # Errors
+    /// [`BitstreamError::Corrupt`] for a payload no encoder writes.
+    pub fn from_bytes(data: &[u8]) -> Result<Self, BitstreamError> {
+        let corrupt = |what: &str| BitstreamError::Corrupt {
+            what: format!("restoration filter: {what}"),
+            offset: 0,
+        };
+        let [activity, directions, rest @ ..] = data else {
+            return Err(corrupt("shorter than its header"));
+        };
+        let classing = Classing {
+            activity: *activity,
+            directions: *directions,
+        };
+        if !classing.is_valid() {
+            return Err(corrupt("unknown classing"));
+        }
+        let mut bits = BitReader::new(rest);
+        let mut coefs: [Vec<Option<[i32; TAPS]>>; 3] = Default::default();
+        for channel in &mut coefs {
+            for _ in 0..classing.classes() {
+                let on = bits.get(1).ok_or_else(|| corrupt("truncated"))?;
+                if on == 0 {
+                    channel.push(None);
+                    continue;
+                }
+                let order = bits.get(3).ok_or_else(|| corrupt("truncated"))?;
+                let mut c = [0i32; TAPS];
+                for v in &mut c {
+                    let u = bits
+                        .get_exp_golomb(order)
+                        .ok_or_else(|| corrupt("bad coefficient code"))?;
+                    *v = unzigzag(u).ok_or_else(|| corrupt("coefficient out of range"))?;
+                }
+                channel.push(Some(c));
+            }
+        }
+        if !bits.only_zero_padding_left() {
+            return Err(corrupt("bytes after the last coefficient"));
+        }
+        Ok(Filter { classing, coefs })
+    }
+}
+
+/// Least-squares statistics of one (channel, class): `AᵀA` (upper triangle used), `Aᵀt`, `tᵀt`
+/// and the pixel count, in exact integers.
+#[derive(Clone)]
+struct Stats {
+    ata: Vec<i64>,
+    atb: [i64; TAPS],
+    btb: i64,
+    n: i64,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            ata: vec![0; TAPS * TAPS],
+            atb: [0; TAPS],
+            btb: 0,
+            n: 0,
+        }
+    }
+}
+
+impl Stats {
+    fn merge(&mut self, o: &Stats) {
+        self.ata.iter_mut().zip(&o.ata).for_each(|(a, b)| *a += b);
+        self.atb.iter_mut().zip(&o.atb).for_each(|(a, b)| *a += b);
+        self.btb += o.btb;
+        self.n += o.n;
+    }
+
+    /// The squared error left by coefficients `w` (pixel units), without the output rounding.
+    fn sse(&self, w: &[f64]) -> f64 {
+        let mut s = self.btb as f64;
+        for i in 0..TAPS {
+            s -= 2.0 * w[i] * self.atb[i] as f64;
+            for j in 0..TAPS {
+                let (a, b) = (i.min(j), i.max(j));
+                s += w[i] * w[j] * self.ata[a * TAPS + b] as f64;
+            }
+        }
+        s
+    }
+
+    /// The least-squares coefficients (1/128 units) and the squared error they save (output
+    /// rounding included), or `None` when the system is degenerate.
+    fn fit(&self) -> Option<([i32; TAPS], f64)> {
+        if self.n < 2 * TAPS as i64 {
+            return None;
+        }
+        let mut a = vec![0.0f64; TAPS * TAPS];
+        for i in 0..TAPS {
+            for j in i..TAPS {
+                let v = self.ata[i * TAPS + j] as f64;
+                a[i * TAPS + j] = v;
+                a[j * TAPS + i] = v;
+            }
+            // A light ridge keeps flat classes (constant neighbours) solvable.
+            a[i * TAPS + i] += 1e-3 * self.n as f64;
+        }
+        let b: Vec<f64> = self.atb.iter().map(|&v| v as f64).collect();
+        let w = cholesky_solve(a, b, TAPS);
+        if w.iter().all(|&v| v == 0.0) {
+            return None;
+        }
+        let scale = f64::from(1u32 << FRAC_BITS);
+        let mut q = [0i32; TAPS];
+        for (q, &v) in q.iter_mut().zip(&w) {
+            *q = (v * scale)
+                .round()
+                .clamp(-f64::from(MAX_COEF), f64::from(MAX_COEF)) as i32;
+        }
+        let wq: Vec<f64> = q.iter().map(|&v| f64::from(v) / scale).collect();
+        // Rounding the output adds about 1/12 per pixel.
+        let saved = self.btb as f64 - self.sse(&wq) - self.n as f64 / 12.0;
+        Some((q, saved))
+    }
+}
+
+/// Fits the restoration filter of `decoded` against `original` (same size) for a rate-distortion
+/// trade-off of `lambda` (the `λ` of `λ·255²·MSE + bpp`): per (channel, class), least squares,
+/// sent where `λ·ΔSSE/3` (SSE in 0–255 units) exceeds its bits; the classing of least total cost.
+/// `None` when no filter pays for itself (or the sizes differ).
+pub fn fit(original: &RgbImage, decoded: &RgbImage, lambda: f64) -> Option<Filter> {
+    if original.dimensions() != decoded.dimensions() || decoded.width() == 0 {
+        return None;
+    }
+    let (w, h) = (decoded.width() as usize, decoded.height() as usize);
+    let fine = classes(decoded);
+    let (orig, raw) = (original.as_raw(), decoded.as_raw());
+    // Every `step`-th row, so that large images cost a bounded fit.
+    let step = (w * h).div_ceil(FIT_SAMPLES).max(1);
+    let mut stats: [Vec<Stats>; 3] =
+        std::array::from_fn(|_| vec![Stats::default(); FINEST.classes()]);
+    let mut f = [0i32; TAPS];
+    for y in (0..h).step_by(step) {
+        for x in 0..w {
+            let class = usize::from(fine[y * w + x]);
+            for (c, stats) in stats.iter_mut().enumerate() {
+                features(raw, w, h, y, x, c, &mut f);
+                let p = (y * w + x) * 3 + c;
+                let t = i64::from(orig[p]) - i64::from(raw[p]);
+                let s = &mut stats[class];
+                for i in 0..TAPS {
+                    let fi = i64::from(f[i]);
+                    s.atb[i] += fi * t;
+                    let row = &mut s.ata[i * TAPS..(i + 1) * TAPS];
+                    for j in i..TAPS {
+                        row[j] += fi * i64::from(f[j]);
+                    }
+                }
+                s.btb += t * t;
+                s.n += 1;
+            }
+        }
+    }
+    let weight = lambda / 3.0 * step as f64;
+    let mut best: Option<(f64, Filter)> = None;
+    for classing in CANDIDATES {
+        let mut cost = 16.0 + STREAM_OVERHEAD_BITS;
+        let mut coefs: [Vec<Option<[i32; TAPS]>>; 3] = Default::default();
+        for c in 0..3 {
+            let mut merged = vec![Stats::default(); classing.classes()];
+            for (fine_class, s) in stats[c].iter().enumerate() {
+                merged[classing.class(fine_class as u8)].merge(s);
+            }
+            for s in &merged {
+                let choice = s.fit().and_then(|(q, saved)| {
+                    let bits = 1.0 + 3.0 + coefficient_bits(&q, best_order(&q)) as f64;
+                    (bits - weight * saved < 1.0).then_some((q, bits - weight * saved))
+                });
+                match choice {
+                    Some((q, j)) => {
+                        cost += j;
+                        coefs[c].push(Some(q));
+                    }
+                    None => {
+                        cost += 1.0;
+                        coefs[c].push(None);
+                    }
+                }
+            }
+        }
+        if cost < 0.0 && best.as_ref().is_none_or(|(b, _)| cost < *b) {
+            best = Some((cost, Filter { classing, coefs }));
+        }
+    }
+    best.map(|(_, f)| f)
+}
+
+fn zigzag(v: i32) -> u32 {
+    if v > 0 {
+        (2 * v - 1) as u32
+    } else {
+        (-2 * v) as u32
+    }
+}
+
+fn unzigzag(u: u32) -> Option<i32> {
+    let v = if u % 2 == 1 {
+        i64::from(u / 2) + 1
+    } else {
+        -i64::from(u / 2)
+    };
+    (v.abs() <= i64::from(MAX_COEF)).then_some(v as i32)
+}
+
+/// Length of the Exp-Golomb code of order `k` of `u`.
+fn exp_golomb_bits(u: u32, k: u32) -> u32 {
+    let v = u64::from(u) + (1u64 << k);
+    let n = 63 - v.leading_zeros();
+    2 * n + 1 - k
+}
+
+fn coefficient_bits(coefs: &[i32; TAPS], order: u32) -> u32 {
+    coefs
+        .iter()
+        .map(|&v| exp_golomb_bits(zigzag(v), order))
+        .sum()
+}
+
+/// The Exp-Golomb order (0..=7) of fewest bits for `coefs`.
+fn best_order(coefs: &[i32; TAPS]) -> u32 {
+    (0..=MAX_ORDER)
+        .min_by_key(|&k| (coefficient_bits(coefs, k), k))
+        .unwrap_or(0)
+}
+
+#[derive(Default)]
+struct BitWriter {
+    bytes: Vec<u8>,
+    used: u32,
+}
+
+impl BitWriter {
+    /// Appends the low `n` bits of `v`, most significant first.
+    fn put(&mut self, v: u32, n: u32) {
+        for i in (0..n).rev() {
+            let bit = ((v >> i) & 1) as u8;
+            if self.used == 0 {
+                self.bytes.push(bit << 7);
+            } else if let Some(last) = self.bytes.last_mut() {
+                *last |= bit << (7 - self.used);
+            }
+            self.used = (self.used + 1) % 8;
+        }
+    }
+
+    fn put_exp_golomb(&mut self, u: u32, k: u32) {
+        let v = u64::from(u) + (1u64 << k);
+        let n = 63 - v.leading_zeros();
+        self.put(0, n - k);
+        // n ≤ 32 for the coefficient range; write the n + 1 bits of v in two parts if needed.
+        let high = (v >> 16) as u32;
+        if n >= 16 {
+            self.put(high, n + 1 - 16);
+            self.put((v & 0xffff) as u32, 16);
+        } else {
+            self.put(v as u32, n + 1);
+        }
+    }
+
+    fn finish(self) -> Vec<u8> {
+        self.bytes
+    }
+}
+
+struct BitReader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> BitReader<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        BitReader { bytes, pos: 0 }
+    }
+
+    fn bit(&mut self) -> Option<u32> {
+        let byte = self.bytes.get(self.pos / 8)?;
+        let b = (byte >> (7 - self.pos % 8)) & 1;
+        self.pos += 1;
+        Some(u32::from(b))
+    }
+
+    fn get(&mut self, n: u32) -> Option<u32> {
+        (0..n).try_fold(0u32, |acc, _| Some((acc << 1) | self.bit()?))
+    }
+
+    fn get_exp_golomb(&mut self, k: u32) -> Option<u32> {
+        let mut zeros = 0;
+        while self.bit()? == 0 {
+            zeros += 1;
+            if zeros > MAX_ZEROS {
+                return None;
+            }
+        }
+        let n = zeros + k;
+        // The leading 1 was read; the n bits after it complete v = u + 2^k.
+        let rest = u64::from(self.get(n)?);
+        let v = (1u64 << n) | rest;
+        u32::try_from(v - (1u64 << k)).ok()
+    }
+
+    /// True when at most 7 bits are left and all of them are 0.
+    fn only_zero_padding_left(&mut self) -> bool {
+        let left = self.bytes.len() * 8 - self.pos;
+        left < 8 && self.get(left as u32) == Some(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn photo_like(w: u32, h: u32, seed: u32) -> RgbImage {
+        RgbImage::from_fn(w, h, |x, y| {
+            let v = |k: u32| {
+                let s = ((x * 7 + y * 13 + k * 29 + seed) % 97) as f32;
+                let smooth =
+                    120.0 + 60.0 * ((x as f32 / 9.0).sin() + (y as f32 / 7.0 + k as f32).cos());
+                (smooth + if (x / 8 + y / 8) % 2 == 0 { s } else { 0.0 }).clamp(0.0, 255.0) as u8
+            };
+            image::Rgb([v(0), v(1), v(2)])
+        })
+    }
+
+    /// The original blurred by a 3×3 box plus a colour cast: something a filter can undo.
+    fn degrade(img: &RgbImage) -> RgbImage {
+        let (w, h) = img.dimensions();
+        RgbImage::from_fn(w, h, |x, y| {
+            let mut px = [0u8; 3];
+            for (c, p) in px.iter_mut().enumerate() {
+                let mut s = 0u32;
+                for dy in -1i64..=1 {
+                    for dx in -1i64..=1 {
+                        let xx = (i64::from(x) + dx).clamp(0, i64::from(w) - 1) as u32;
+                        let yy = (i64::from(y) + dy).clamp(0, i64::from(h) - 1) as u32;
+                        s += u32::from(img.get_pixel(xx, yy)[c]);
+                    }
+                }
+                *p = (s / 9).saturating_sub(3 * c as u32) as u8;
+            }
+            image::Rgb(px)
+        })
+    }
+
+    fn sse(a: &RgbImage, b: &RgbImage) -> u64 {
+        a.as_raw()
+            .iter()
+            .zip(b.as_raw())
+            .map(|(&x, &y)| (i64::from(x) - i64::from(y)).pow(2) as u64)
+            .sum()
+    }
+
+    #[test]
+    fn the_diamond_has_24_neighbours() {
+        assert_eq!(offsets().count(), TAPS - 3);
+    }
+
+    #[test]
+    fn a_fitted_filter_undoes_a_blur_and_survives_its_bytes() {
+        let orig = photo_like(96, 80, 3);
+        let blurred = degrade(&orig);
+        let filter = fit(&orig, &blurred, 1.0).expect("a blur is worth undoing");
+        let restored = filter.apply(&blurred);
+        let (before, after) = (sse(&orig, &blurred), sse(&orig, &restored));
+        assert!(after * 2 < before, "SSE {before} -> {after}");
+        let back = Filter::from_bytes(&filter.to_bytes()).unwrap();
+        assert_eq!(back, filter);
+        assert_eq!(back.apply(&blurred), restored);
+    }
+
+    #[test]
+    fn a_perfect_decoding_gets_no_filter() {
+        let orig = photo_like(64, 64, 1);
+        assert_eq!(fit(&orig, &orig, 1.0), None);
+    }
+
+    #[test]
+    fn a_tiny_lambda_sends_nothing() {
+        let orig = photo_like(64, 48, 5);
+        assert_eq!(fit(&orig, &degrade(&orig), 1e-9), None);
+    }
+
+    #[test]
+    fn classes_cover_flat_and_busy_areas() {
+        let flat = RgbImage::from_pixel(16, 16, image::Rgb([90, 90, 90]));
+        assert!(classes(&flat).iter().all(|&c| c == 0));
+        let stripes = RgbImage::from_fn(16, 16, |x, _| {
+            let v = if x % 2 == 0 { 0 } else { 255 };
+            image::Rgb([v, v, v])
+        });
+        // Columns alternate: a strong horizontal Laplacian, none vertical.
+        assert!(classes(&stripes).iter().all(|&c| c == 6 * 3 + 1));
+    }
+
+    #[test]
+    fn exp_golomb_round_trips_every_coefficient() {
+        let mut w = BitWriter::default();
+        let values: Vec<i32> = (-MAX_COEF..=MAX_COEF)
+            .step_by(97)
+            .chain([0, 1, -1, MAX_COEF])
+            .collect();
+        let mut expected_bits = 0;
+        for k in 0..=MAX_ORDER {
+            for &v in &values {
+                w.put_exp_golomb(zigzag(v), k);
+                expected_bits += exp_golomb_bits(zigzag(v), k) as usize;
+            }
+        }
+        let bytes = w.finish();
+        let mut r = BitReader::new(&bytes);
+        for k in 0..=MAX_ORDER {
+            for &v in &values {
+                let u = r.get_exp_golomb(k).unwrap();
+                assert_eq!(unzigzag(u), Some(v));
+            }
+        }
+        // The cost the encoder minimizes is the length it writes.
+        assert_eq!(r.pos, expected_bits);
+        assert!(r.only_zero_padding_left());
+        assert_eq!(unzigzag(zigzag(MAX_COEF) + 2), None);
+    }
+
+    #[test]
+    fn damaged_payloads_are_refused_without_panic() {
+        let orig = photo_like(64, 64, 9);
+        let filter = fit(&orig, &degrade(&orig), 1.0).unwrap();
+        let bytes = filter.to_bytes();
+        for n in 0..bytes.len() {
+            assert!(Filter::from_bytes(&bytes[..n]).is_err(), "truncated to {n}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(Filter::from_bytes(&longer).is_err());
+        assert!(Filter::from_bytes(&[8, 1]).is_err());
+        assert!(Filter::from_bytes(&[1, 2]).is_err());
+        // Every single-byte change either parses to some filter or is refused; none panics.
+        for i in 0..bytes.len() {
+            for v in [0u8, 0x55, 0xff] {
+                let mut b = bytes.clone();
+                b[i] = v;
+                if let Ok(f) = Filter::from_bytes(&b) {
+                    let _ = f.apply(&orig);
+                }
+            }
+        }
+        // Endless zeros are not a coefficient.
+        assert!(Filter::from_bytes(&[1, 1, 0x80, 0, 0, 0, 0, 0, 0]).is_err());
+    }
+}
