@@ -671,7 +671,7 @@ impl HyperpriorCodec {
         decoded: &RgbImage,
         lambda: f64,
     ) -> Coded {
-        if let Some(filter) = wiener::fit(img, decoded, lambda) {
+        if let Some(filter) = wiener::fit(img, decoded, lambda * FILTER_SLOPE) {
             coded.container.streams.push(Stream {
                 kind: StreamKind::Raw,
                 label: STREAM_FILTER,
@@ -917,6 +917,13 @@ impl HyperpriorCodec {
         )
     }
 }
+
+/// How many times the training `λ` one unit of squared error is worth in bits when the encoder
+/// decides which restoration filters to send: the calibrated, short-trained codec's rate-distortion
+/// curve is steeper than its training `λ` (on Kodak, 2.8× between q1 and q2, 1.4× between q4
+/// and q6). On 8 held-out training photos (never Kodak), filter and dead zone against neither:
+/// −10.0 % BD-rate with 1×, −10.8 % with 3×, −10.0 % with 10×.
+const FILTER_SLOPE: f64 = 3.0;
 
 /// The `λ` of `λ·255²·MSE + bpp` at quality `q`: the training `λ` of the ladder, log-linear between
 /// its points, and `λ₁·q²` below level 1 (where the step grows as `1/q`).
