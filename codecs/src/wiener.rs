@@ -11,9 +11,11 @@
 //! least squares against the original, sends it only where it pays in `λ·SSE/3 + bits`, and picks
 //! how finely to split the classes; the file says which.
 //!
-//! Why: the learned transforms are short-trained and block based; on held-out training photos (never
-//! Kodak) a per-image filter gained 0.5–0.7 dB at q 0.5–4 for 1–4 % more bits (`docs/BITSTREAM.md`
-//! §7, "Restoration filter", is the normative description).
+//! Why: the hyperprior's transforms are short-trained and close to a 16×16 block coder, and what
+//! they leave (blocking, ringing, lost contrast in texture) differs from image to image. On 8
+//! held-out training photos (never Kodak) the filter took 8.7 % off the BD-rate of the hyperprior;
+//! with its dead-zone rounding, 11.4 % on Kodak (`assets/README.md`). `docs/BITSTREAM.md` §7,
+//! "Restoration filter", is the normative description.
 
 use image::RgbImage;
 use ncodec_bitstream::BitstreamError;

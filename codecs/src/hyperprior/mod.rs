@@ -12,7 +12,10 @@
 //!    each index also depends on the magnitudes of the symbols coded before it; with a latent
 //!    predictor, the symbol is `⌊y − μ − p/16⌉` for a fixed-point prediction `p` (1/16 units) from the residuals
 //!    coded before it, see [`predict`]);
-//! 6. the decoder repeats 3–5 from the file and runs `x̂ = g_s(ŷ·g⁻¹(q))`, tiled.
+//!    (`⌊·⌉` with a small dead zone, [`DEAD_ZONE`]);
+//! 6. the decoder repeats 3–5 from the file and runs `x̂ = g_s(ŷ·g⁻¹(q))`, tiled;
+//! 7. the encoder fits a restoration filter to the decoded picture ([`crate::wiener`]) and sends it
+//!    when it pays; the decoder applies it last, in integer arithmetic.
 //!
 //! At low rates the encoder may code the picture at 3/4 or 1/2 of its size ([`SCALES`]; one byte
 //! in the file), which the decoder enlarges back: it does when the smaller picture decodes with
