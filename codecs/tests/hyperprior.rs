@@ -994,3 +994,39 @@ fn the_shipped_codec_sends_a_restoration_filter_that_pays_for_its_bits() {
     }
     assert!(codec.decode_image(&file, &Limits::default()).is_err());
 }
+
+#[test]
+fn scaling_the_steps_of_some_channels_changes_only_their_gains() {
+    let device = Backend::Cpu.device();
+    let (cfg, model) = tiny(&device);
+    let codec = |model: ncodec_codecs::hyperprior::Hyperprior| {
+        let bytes = weights::to_bytes(&model, &cfg, false).expect("serialize");
+        HyperpriorCodec::from_weights(&bytes, Backend::Cpu.device()).expect("load")
+    };
+    let before = codec(model.clone());
+    let m = cfg.m;
+    let scaled = model
+        .clone()
+        .scale_steps(1..3, 2.0, &device)
+        .expect("scale");
+    let after = codec(scaled);
+    for q in [1.0, cfg.levels as f32] {
+        let (a, b) = (
+            before.inverse_gain(q).unwrap(),
+            after.inverse_gain(q).unwrap(),
+        );
+        for c in 0..m {
+            let want = if (1..3).contains(&c) { 2.0 } else { 1.0 };
+            assert!(
+                (b[c] / a[c] - want).abs() < 1e-4,
+                "q{q} channel {c}: {} vs {}",
+                b[c],
+                a[c]
+            );
+        }
+    }
+    assert_ne!(before.model_id(), after.model_id());
+    assert!(model.clone().scale_steps(0..m + 1, 2.0, &device).is_err());
+    assert!(model.clone().scale_steps(2..2, 2.0, &device).is_err());
+    assert!(model.scale_steps(0..1, f64::NAN, &device).is_err());
+}

@@ -46,6 +46,24 @@ pub struct CalibrateArgs {
     /// coded neighbours fail to predict).
     #[arg(long)]
     pub no_predict: bool,
+    /// Before calibrating, multiply the quantization step of latent channels FROM..TO (end
+    /// excluded) at every quality by F, e.g. `64..256=1.25` (repeatable): moves bits between
+    /// channels of a trained network; the weights change, so the model id does too.
+    #[arg(long, value_parser = parse_step_scale)]
+    pub step_scale: Vec<(std::ops::Range<usize>, f64)>,
+}
+
+/// Parses `FROM..TO=F`.
+fn parse_step_scale(s: &str) -> std::result::Result<(std::ops::Range<usize>, f64), String> {
+    let bad = || format!("expected FROM..TO=FACTOR (e.g. 64..256=1.25), got {s:?}");
+    let (range, factor) = s.split_once('=').ok_or_else(bad)?;
+    let (a, b) = range.split_once("..").ok_or_else(bad)?;
+    let (a, b) = (
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    );
+    let factor: f64 = factor.trim().parse().map_err(|_| bad())?;
+    Ok((a..b, factor))
 }
 
 /// Runs the calibration.
@@ -67,6 +85,19 @@ pub fn run(
     let bytes = match weights_path {
         Some(p) => std::fs::read(p).with_context(|| format!("reading weights {}", p.display()))?,
         None => SHIPPED_WEIGHTS.to_vec(),
+    };
+    let bytes = if args.step_scale.is_empty() {
+        bytes
+    } else {
+        let device = ncodec_codecs::Backend::Cpu.device();
+        let (config, mut model) =
+            weights::load(&bytes, &device).context("loading the hyperprior weights")?;
+        for (channels, factor) in &args.step_scale {
+            model = model
+                .scale_steps(channels.clone(), *factor, &device)
+                .map_err(anyhow::Error::msg)?;
+        }
+        weights::to_bytes(&model, &config, true).context("serializing the rescaled weights")?
     };
     let codec = HyperpriorCodec::from_weights(&bytes, backend.device())
         .context("loading the hyperprior weights")?;
@@ -154,4 +185,17 @@ pub fn run(
         args.out.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_step_scale;
+
+    #[test]
+    fn step_scales_parse_and_bad_ones_are_refused() {
+        assert_eq!(parse_step_scale("64..256=1.25"), Ok((64..256, 1.25)));
+        for bad in ["64..256", "64-256=1.25", "a..256=1", "64..256=x", ""] {
+            assert!(parse_step_scale(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -721,6 +721,47 @@ impl Hyperprior {
         Ok((me, wide))
     }
 
+    /// The network with the quantization steps of `channels` multiplied by `factor` at every
+    /// quality level (gains divided by it, inverse gains multiplied): a post-training change of how
+    /// the rate is shared between channels (see `ncodec calibrate --step-scale`).
+    ///
+    /// # Errors
+    /// An empty or out-of-range channel range, a factor that is not finite and positive, or
+    /// parameters that cannot be read back.
+    pub fn scale_steps(
+        mut self,
+        channels: std::ops::Range<usize>,
+        factor: f64,
+        device: &Device,
+    ) -> Result<Self, String> {
+        let [levels, m] = self.log_gain.val().dims();
+        if channels.is_empty() || channels.end > m {
+            return Err(format!(
+                "channels {channels:?} are not a range within the {m} latent channels"
+            ));
+        }
+        if !(factor.is_finite() && factor > 0.0) {
+            return Err(format!("step factor {factor} is not a positive number"));
+        }
+        let shift = (factor.ln() / f64::from(GAIN_SCALE)) as f32;
+        for (table, sign) in [(&mut self.log_gain, -1.0f32), (&mut self.log_inv_gain, 1.0)] {
+            let g = host(table)?;
+            let data = rebuild([levels, m], |[l, c]| {
+                g[l * m + c]
+                    + if channels.contains(&c) {
+                        sign * shift
+                    } else {
+                        0.0
+                    }
+            });
+            *table = Param::from_tensor(Tensor::from_data(
+                TensorData::new(data, [levels, m]),
+                device,
+            ));
+        }
+        Ok(self)
+    }
+
     /// The hyper-analysis `h_a`.
     pub fn hyper_analysis(&self, y: Tensor<4>) -> Tensor<4> {
         let mut h = y;
