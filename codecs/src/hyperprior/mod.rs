@@ -707,12 +707,8 @@ impl HyperpriorCodec {
         // The filter's bits pushed the file over the target: search again with them set aside.
         let extra = size(&filtered)? - size(&coded)?;
         if let Ok((smaller, decoded)) = self.encode_to_rate_sized(img, bpp - extra) {
-            let filtered = self.with_filter(
-                img,
-                smaller,
-                &decoded,
-                lambda_of(coded.container.params.quality),
-            );
+            let lambda = lambda_of(smaller.container.params.quality);
+            let filtered = self.with_filter(img, smaller, &decoded, lambda);
             if size(&filtered)? <= bpp {
                 return Ok(filtered);
             }
@@ -1254,6 +1250,19 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+
+    #[test]
+    fn y_rounds_with_the_dead_zone_and_never_panics() {
+        let edge = 0.5 + DEAD_ZONE;
+        assert_eq!(quantize(edge - 0.01), 0);
+        assert_eq!(quantize(-(edge - 0.01)), 0);
+        assert_eq!(quantize(edge + 0.01), 1);
+        assert_eq!(quantize(-(edge + 0.01)), -1);
+        assert_eq!(quantize(1.0 + edge + 0.01), 2);
+        assert_eq!(quantize(1.0 + edge - 0.01), 1);
+        assert_eq!(quantize(f32::NAN), 0);
+        assert_eq!(quantize(f32::INFINITY), SYMBOL_CLAMP as i32);
+    }
 
     #[test]
     fn below_level_one_the_step_grows_as_one_over_q() {
