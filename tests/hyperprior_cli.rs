@@ -355,10 +355,16 @@ fn calibrate_writes_weights_that_code_smaller_files() {
     let so = text(&out.stdout);
     assert!(so.contains("calibrated on 3 images x 2 qualities"), "{so}");
     assert!(so.contains("with the context table"), "{so}");
+    assert!(so.contains("z costs"), "{so}");
     let map = weights::scale_map_of(&std::fs::read(&cal).unwrap())
         .unwrap()
         .unwrap();
     assert!(map.has_context());
+    assert_eq!(
+        map.z_tables.len(),
+        10 * 8,
+        "quality buckets × z channels of the tiny net"
+    );
 
     let s = sample();
     let size = |weights: &Path, name: &str| {
@@ -389,12 +395,12 @@ fn calibrate_writes_weights_that_code_smaller_files() {
         "calibrated {calibrated} bytes, plain {plain}"
     );
 
-    let out = run(&["-q", "4", "--quiet", "--no-context"]);
+    let out = run(&["-q", "4", "--quiet", "--no-context", "--no-z-tables"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let map = weights::scale_map_of(&std::fs::read(&cal).unwrap())
         .unwrap()
         .unwrap();
-    assert!(!map.has_context() && !map.is_identity());
+    assert!(!map.has_context() && !map.is_identity() && map.z_tables.is_empty());
     let out = run(&["--codec", "walloc"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(

@@ -8,7 +8,9 @@ use image::RgbImage;
 use ncodec_bitstream::{Container, Limits, ModelId};
 use ncodec_codecs::Backend;
 use ncodec_codecs::hyperprior::hs_cpu::HyperSynthesisCpu;
-use ncodec_codecs::hyperprior::{HyperpriorCodec, HyperpriorConfig, STREAM_FILTER, weights};
+use ncodec_codecs::hyperprior::{
+    HyperpriorCodec, HyperpriorConfig, STREAM_FILTER, STREAM_FILTER_COMPACT, weights,
+};
 
 fn kodak_crop(w: u32, h: u32) -> RgbImage {
     let path = concat!(
@@ -896,7 +898,9 @@ fn the_shipped_codec_codes_a_smaller_picture_where_that_decodes_better() {
     };
     let mut low = codec.encode_image_auto(&img, 0.5).expect("auto");
     // The size choice is made before the restoration filter (tested on its own below).
-    low.container.streams.retain(|s| s.label != STREAM_FILTER);
+    low.container
+        .streams
+        .retain(|s| s.label != STREAM_FILTER_COMPACT);
     assert_ne!(
         low.container.params.extra,
         Vec::<u8>::new(),
@@ -926,16 +930,23 @@ fn the_shipped_codec_sends_a_restoration_filter_that_pays_for_its_bits() {
         .container
         .streams
         .iter()
-        .find(|s| s.label == STREAM_FILTER)
-        .expect("a filter stream at q4")
+        .find(|s| s.label == STREAM_FILTER_COMPACT)
+        .expect("a compact filter stream at q4")
         .clone();
+    assert!(
+        coded
+            .container
+            .streams
+            .iter()
+            .all(|s| s.label != STREAM_FILTER)
+    );
     let bytes = coded.container.to_bytes().expect("bytes");
     let parsed = Container::parse(&bytes, &Limits::default()).expect("parse");
     let with = codec
         .decode_image(&parsed, &Limits::default())
         .expect("decode");
     let mut bare = parsed.clone();
-    bare.streams.retain(|s| s.label != STREAM_FILTER);
+    bare.streams.retain(|s| s.label != STREAM_FILTER_COMPACT);
     let without = codec
         .decode_image(&bare, &Limits::default())
         .expect("decode");
@@ -954,7 +965,9 @@ fn the_shipped_codec_sends_a_restoration_filter_that_pays_for_its_bits() {
             "no unfiltered file up to q8 reaches {p_with:.3} dB"
         );
         let mut c = codec.encode_image_auto(&img, q).expect("encode");
-        c.container.streams.retain(|s| s.label != STREAM_FILTER);
+        c.container
+            .streams
+            .retain(|s| s.label != STREAM_FILTER_COMPACT);
         let back = codec
             .decode_image(&c.container, &Limits::default())
             .expect("decode");
@@ -977,7 +990,7 @@ fn the_shipped_codec_sends_a_restoration_filter_that_pays_for_its_bits() {
     for n in [0, 1, 2, filter.data.len() / 2, filter.data.len() - 1] {
         let mut file = parsed.clone();
         for s in &mut file.streams {
-            if s.label == STREAM_FILTER {
+            if s.label == STREAM_FILTER_COMPACT {
                 s.data.truncate(n);
             }
         }
@@ -988,11 +1001,37 @@ fn the_shipped_codec_sends_a_restoration_filter_that_pays_for_its_bits() {
     }
     let mut file = parsed.clone();
     for s in &mut file.streams {
-        if s.label == STREAM_FILTER {
+        if s.label == STREAM_FILTER_COMPACT {
             s.kind = ncodec_bitstream::StreamKind::Ans32;
         }
     }
     assert!(codec.decode_image(&file, &Limits::default()).is_err());
+    // Files of the first filter coding (stream label 2) still decode: the same filter written
+    // that way gives the same picture, and a file with two filter streams is refused.
+    let same = ncodec_codecs::wiener::Filter::from_compact_bytes(&filter.data).expect("parse");
+    let mut legacy = parsed.clone();
+    for s in &mut legacy.streams {
+        if s.label == STREAM_FILTER_COMPACT {
+            s.label = STREAM_FILTER;
+            s.data = same.to_bytes();
+        }
+    }
+    let back = codec
+        .decode_image(&legacy, &Limits::default())
+        .expect("a label-2 filter");
+    assert_eq!(back, with);
+    let mut both = parsed.clone();
+    both.streams.extend(
+        legacy
+            .streams
+            .iter()
+            .filter(|s| s.label == STREAM_FILTER)
+            .cloned(),
+    );
+    let e = codec
+        .decode_image(&both, &Limits::default())
+        .expect_err("two filters");
+    assert!(e.to_string().contains("more than one"), "{e}");
 }
 
 #[test]
@@ -1029,4 +1068,73 @@ fn scaling_the_steps_of_some_channels_changes_only_their_gains() {
     assert!(model.clone().scale_steps(0..m + 1, 2.0, &device).is_err());
     assert!(model.clone().scale_steps(2..2, 2.0, &device).is_err());
     assert!(model.scale_steps(0..1, f64::NAN, &device).is_err());
+}
+
+/// Calibrated `ẑ` tables (one per quality bucket and channel) are carried by the weights:
+/// at a low quality, where the trained density is far too wide for the mostly-zero `ẑ`, they
+/// shrink the `ẑ` stream; the `y` symbols are untouched and files decode to the same symbols.
+#[test]
+fn calibrated_z_tables_shrink_the_hyper_latent_and_round_trip() {
+    use ncodec_bitstream::entropy::ans::cost_bits;
+    use ncodec_codecs::hyperprior::calibrate::{Z_SCALE_MAX, ZCalibration};
+    use ncodec_codecs::hyperprior::{SHIPPED_WEIGHTS, STREAM_Z};
+    let codec = HyperpriorCodec::shipped(Backend::Cpu.device()).expect("shipped");
+    let img = kodak_crop(512, 384);
+    let y = codec.analysis(&img).unwrap();
+    let mut stats = ZCalibration::new(codec.config().n);
+    for q in [0.5, 4.0] {
+        codec.add_to_z_calibration(&y, q, &mut stats).unwrap();
+    }
+    let candidates = codec.z_candidates().unwrap();
+    let bits = |k: i8, c: usize, v: i32| {
+        candidates[(k + Z_SCALE_MAX) as usize]
+            .table(c)
+            .and_then(|t| cost_bits(t, v))
+            .unwrap_or(64.0)
+    };
+    let scales = stats.fit(&bits);
+    assert!(scales.iter().any(|&k| k > 0), "narrower tables at low q");
+    let mut map = weights::scale_map_of(SHIPPED_WEIGHTS).unwrap().unwrap();
+    map.z_tables = stats.tables(&scales, &|k, c, v| (-bits(k, c, v)).exp2());
+    // Each table is the histogram of its bucket's symbols with a little of the scaled density.
+    let bucket = ncodec_codecs::hyperprior::z_bucket(0.5) * codec.config().n;
+    let zeros = &map.z_tables[bucket];
+    assert!(zeros.min <= -2 && zeros.weights.len() >= 6);
+    let calibrated = weights::with_scale_map(SHIPPED_WEIGHTS, map).unwrap();
+    assert_ne!(
+        weights::model_id(&calibrated),
+        weights::model_id(SHIPPED_WEIGHTS)
+    );
+    let cal = HyperpriorCodec::from_weights(&calibrated, Backend::Cpu.device()).unwrap();
+    let z_len = |c: &ncodec_codecs::hyperprior::Coded| {
+        c.container
+            .streams
+            .iter()
+            .find(|s| s.label == STREAM_Z)
+            .unwrap()
+            .data
+            .len()
+    };
+    for q in [0.5, 4.0] {
+        let (before, after) = (
+            codec.encode_image(&img, q).unwrap(),
+            cal.encode_image(&img, q).unwrap(),
+        );
+        assert_eq!(before.y, after.y);
+        assert_eq!(before.z, after.z);
+        let (b, a) = (z_len(&before), z_len(&after));
+        if q < 1.0 {
+            assert!(a * 10 < b * 7, "q{q}: z {a} bytes calibrated, {b} before");
+        } else {
+            assert!(a <= b + 8, "q{q}: z {a} bytes calibrated, {b} before");
+        }
+        let file =
+            Container::parse(&after.container.to_bytes().unwrap(), &Limits::default()).unwrap();
+        let (_, symbols) = cal.decode_latent(&file, &Limits::default()).unwrap();
+        assert_eq!((symbols.z, symbols.y), (after.z.clone(), after.y.clone()));
+        assert!(
+            codec.decode_image(&file, &Limits::default()).is_err(),
+            "other model id"
+        );
+    }
 }

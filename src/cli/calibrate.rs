@@ -46,6 +46,10 @@ pub struct CalibrateArgs {
     /// coded neighbours fail to predict).
     #[arg(long)]
     pub no_predict: bool,
+    /// Keep the bottleneck's own tables for the hyper-latent at every quality instead of scaling
+    /// them per quality and channel to the symbols of real photos.
+    #[arg(long)]
+    pub no_z_tables: bool,
     /// Before calibrating, multiply the quantization step of latent channels FROM..TO (end
     /// excluded) at every quality by F, e.g. `64..256=1.25` (repeatable): moves bits between
     /// channels of a trained network; the weights change, so the model id does too.
@@ -145,6 +149,7 @@ pub fn run(
         CalibrateOptions {
             predict: !args.no_predict,
             context: !args.no_context,
+            z_tables: !args.no_z_tables,
         },
         &tick,
     )
@@ -183,6 +188,12 @@ pub fn run(
         per(report.bits_by_family[0]),
         per(report.bits_by_family[1]),
         args.out.display()
+    );
+    println!(
+        "z costs {:.0} bits with the bottleneck's tables, {:.0} with the calibrated ones ({:+.1} %)",
+        report.z_bits_before,
+        report.z_bits_after,
+        100.0 * (report.z_bits_after / report.z_bits_before.max(1.0) - 1.0)
     );
     Ok(())
 }

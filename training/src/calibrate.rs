@@ -5,11 +5,12 @@
 use std::path::{Path, PathBuf};
 
 use image::RgbImage;
-use ncodec_codecs::hyperprior::HyperpriorCodec;
+use ncodec_bitstream::entropy::ans::cost_bits;
 use ncodec_codecs::hyperprior::calibrate::{
-    Calibration, ContextCalibration, ScaleMap, TableFamily,
+    Calibration, ContextCalibration, ScaleMap, TableFamily, Z_SCALE_MAX, ZCalibration,
 };
 use ncodec_codecs::hyperprior::predict::PredictionStats;
+use ncodec_codecs::hyperprior::{HyperpriorCodec, z_tables_model};
 
 use crate::data::load_rgb;
 
@@ -34,6 +35,11 @@ pub struct CalibrationReport {
     pub bits_by_family: [f64; 2],
     /// Bits with the map and its context table (equal to `bits_mapped` without `context`).
     pub bits_after: f64,
+    /// Bits of the `ẑ` symbols (all qualities) under the bottleneck's own tables.
+    pub z_bits_before: f64,
+    /// Bits of the same symbols under the calibrated `ẑ` tables (equal to `z_bits_before` without
+    /// `z_tables`).
+    pub z_bits_after: f64,
 }
 
 /// What a calibration fits besides the per-channel map.
@@ -43,6 +49,9 @@ pub struct CalibrateOptions {
     pub predict: bool,
     /// The context table.
     pub context: bool,
+    /// Per quality bucket and channel, the scale of the `ẑ` tables
+    /// ([`ncodec_codecs::hyperprior::calibrate::ZCalibration`]).
+    pub z_tables: bool,
 }
 
 /// Every `len / n`-th of `len` items (all of them if `n >= len`), spread evenly.
@@ -163,6 +172,38 @@ pub fn calibrate_hyperprior(
     } else {
         (map, bits_mapped)
     };
+    // The ẑ tables: symbols per quality bucket, each (bucket, channel) scaled to its least bits.
+    let mut z_stats = ZCalibration::new(codec.config().n);
+    for y in &latents {
+        for &q in qualities {
+            codec
+                .add_to_z_calibration(y, q, &mut z_stats)
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    let candidates = codec.z_candidates().map_err(|e| e.to_string())?;
+    let z_bits = |k: i8, c: usize, v: i32| -> f64 {
+        candidates[(i32::from(k) + i32::from(Z_SCALE_MAX)) as usize]
+            .table(c)
+            .and_then(|t| cost_bits(t, v))
+            .unwrap_or(64.0)
+    };
+    let z_bits_before = z_stats.bits(&[], &z_bits);
+    let mut map = map;
+    let mut z_bits_after = z_bits_before;
+    if options.z_tables {
+        let scales = z_stats.fit(&z_bits);
+        let tables = z_stats.tables(&scales, &|k, c, v| (-z_bits(k, c, v)).exp2());
+        // One model holding every bucket's tables, indexed by cell.
+        let model = z_tables_model(&tables).map_err(|e| e.to_string())?;
+        z_bits_after = z_stats.table_bits(&|cell, v| {
+            model
+                .table(cell)
+                .and_then(|t| cost_bits(t, v))
+                .unwrap_or(64.0)
+        });
+        map.z_tables = tables;
+    }
     let report = CalibrationReport {
         images: latents.len(),
         symbols: stats.symbols(),
@@ -171,6 +212,8 @@ pub fn calibrate_hyperprior(
         bits_mapped,
         bits_by_family,
         bits_after,
+        z_bits_before,
+        z_bits_after,
     };
     Ok((map, report))
 }

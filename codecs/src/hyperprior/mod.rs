@@ -35,13 +35,13 @@ use image::RgbImage;
 use image::imageops::FilterType;
 use ncodec_bitstream::entropy::{FactorizedModel, GaussianConditional};
 use ncodec_bitstream::{
-    CodecId, CodecParams, Container, Limits, MediaInfo, ModelId, Stream, StreamKind,
+    BitstreamError, CodecId, CodecParams, Container, Limits, MediaInfo, ModelId, Stream, StreamKind,
 };
 
 use crate::codec::{Codec, CodecInfo, EncodeOptions, Media, Quality};
 use crate::error::{CodecError, Result};
 use crate::wiener;
-use calibrate::{Calibration, ContextCalibration, ScaleMap};
+use calibrate::{Calibration, ContextCalibration, ScaleMap, ZCalibration};
 use hs_cpu::HyperSynthesisCpu;
 pub use model::{ALIGN, Hyperprior, HyperpriorConfig, LAMBDAS};
 use predict::{PredictionStats, Predictor};
@@ -61,8 +61,13 @@ pub const QUALITY_MIN: f32 = 0.1;
 pub const STREAM_Z: u8 = 0;
 /// Stream label of the latent `ŷ`.
 pub const STREAM_Y: u8 = 1;
-/// Stream label of the optional restoration filter ([`crate::wiener`], raw bytes).
+/// Stream label of the optional restoration filter ([`crate::wiener`], raw bytes,
+/// [`wiener::Filter::to_bytes`]). Files since the compact coding carry [`STREAM_FILTER_COMPACT`]
+/// instead; both decode.
 pub const STREAM_FILTER: u8 = 2;
+/// Stream label of the compactly coded restoration filter (raw bytes,
+/// [`wiener::Filter::to_compact_bytes`]). A file holds at most one filter stream of either label.
+pub const STREAM_FILTER_COMPACT: u8 = 3;
 
 /// Coded resolutions the encoder chooses from, in eighths of each side (8 = the full image).
 /// Below about 0.6 bpp the 16×16 block transform spends its bits better on a smaller picture
@@ -83,6 +88,28 @@ const Z_RANGE: i64 = 512;
 const Z_TAIL: f64 = 1e-7;
 /// Largest magnitude of a coded symbol (beyond it the weights are broken).
 const SYMBOL_CLAMP: f32 = (1 << 20) as f32;
+
+/// Quality buckets of the calibrated `ẑ` tables ([`calibrate::ScaleMap::z_tables`]).
+pub const Z_BUCKETS: usize = 10;
+/// Bucket `b` holds the qualities below `Z_BUCKET_EDGES[b]` and at or above the edge before it:
+/// the geometric midpoints between 0.25, 0.5, 1, 2, …, 8 (the qualities `ncodec calibrate` codes
+/// at by default), so every calibrated quality sits in the middle of its own bucket.
+const Z_BUCKET_EDGES: [f32; Z_BUCKETS - 1] = [
+    0.353_553_4,
+    std::f32::consts::FRAC_1_SQRT_2,
+    std::f32::consts::SQRT_2,
+    2.449_489_8,
+    3.464_101_6,
+    4.472_136,
+    5.477_226,
+    6.480_740_7,
+    7.483_315,
+];
+
+/// The `ẑ` table bucket of quality `q` (comparisons only, so the same on every machine).
+pub fn z_bucket(q: f32) -> usize {
+    Z_BUCKET_EDGES.iter().filter(|&&e| q >= e).count()
+}
 
 /// A latent tensor on the host, `[C][H][W]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -124,6 +151,10 @@ pub struct HyperpriorCodec {
     model: Hyperprior,
     hs: HyperSynthesisCpu,
     z_model: FactorizedModel,
+    /// The bottleneck's CDF (builds the calibrated `ẑ` tables).
+    z_cdf: BottleneckCdf,
+    /// Per quality bucket, the calibrated `ẑ` tables (empty: `z_model` at every quality).
+    z_models: Vec<FactorizedModel>,
     y_model: GaussianConditional,
     log_gain: Vec<f32>,
     log_inv_gain: Vec<f32>,
@@ -190,7 +221,8 @@ impl HyperpriorCodec {
             backend: "burn".into(),
             message,
         })?;
-        let z_model = bottleneck_tables(&model)?;
+        let z_cdf = BottleneckCdf::new(&model.bottleneck)?;
+        let z_model = bottleneck_tables(&z_cdf, &vec![0; z_cdf.channels()])?;
         let log_gain = values(model.log_gain.val().mul_scalar(model::GAIN_SCALE))?;
         let log_inv_gain = values(model.log_inv_gain.val().mul_scalar(model::GAIN_SCALE))?;
         Ok(Self {
@@ -199,6 +231,8 @@ impl HyperpriorCodec {
             model,
             hs,
             z_model,
+            z_cdf,
+            z_models: Vec::new(),
             y_model: GaussianConditional::default(),
             log_gain,
             log_inv_gain,
@@ -217,6 +251,23 @@ impl HyperpriorCodec {
                 .map_err(CodecError::Weights)?;
         }
         self.scale_map = map.filter(|m| !m.is_identity());
+        self.z_models = Vec::new();
+        if let Some(z_tables) = self.scale_map.as_ref().map(|m| &m.z_tables)
+            && !z_tables.is_empty()
+        {
+            let n = self.z_cdf.channels();
+            if z_tables.len() != Z_BUCKETS * n {
+                return Err(CodecError::Weights(format!(
+                    "the scale map has {} z tables, the network {} channels × {Z_BUCKETS} buckets",
+                    z_tables.len(),
+                    n
+                )));
+            }
+            self.z_models = z_tables
+                .chunks(n)
+                .map(z_tables_model)
+                .collect::<Result<_>>()?;
+        }
         let family = self
             .scale_map
             .as_ref()
@@ -235,6 +286,33 @@ impl HyperpriorCodec {
     pub fn inverse_gain(&self, q: f32) -> Result<Vec<f32>> {
         self.check_quality(q)?;
         Ok(self.gain(&self.log_inv_gain, q, true))
+    }
+
+    /// The `ẑ` tables of quality `q`.
+    fn z_model_at(&self, q: f32) -> &FactorizedModel {
+        self.z_models.get(z_bucket(q)).unwrap_or(&self.z_model)
+    }
+
+    /// The `ẑ` tables with every channel at scale `2^(k/4)` (see
+    /// [`calibrate::ZCalibration`]), for `k` in `-Z_SCALE_MAX..=Z_SCALE_MAX` in order.
+    ///
+    /// # Errors
+    /// [`CodecError::Bitstream`] if a table cannot be built.
+    pub fn z_candidates(&self) -> Result<Vec<FactorizedModel>> {
+        let n = self.z_cdf.channels();
+        (-calibrate::Z_SCALE_MAX..=calibrate::Z_SCALE_MAX)
+            .map(|k| bottleneck_tables(&self.z_cdf, &vec![k; n]))
+            .collect()
+    }
+
+    /// Adds the `ẑ` symbols of the latent `y` (before gain) coded at quality `q` to `stats`.
+    ///
+    /// # Errors
+    /// [`CodecError`] if the device fails or `q` is out of range.
+    pub fn add_to_z_calibration(&self, y: &Latent, q: f32, stats: &mut ZCalibration) -> Result<()> {
+        let (z, zh, zw, _) = self.hyper_latent(y, q)?;
+        stats.add(z_bucket(q), &z, zh * zw);
+        Ok(())
     }
 
     /// The latent predictor of the weights' calibration, if any.
@@ -552,7 +630,7 @@ impl HyperpriorCodec {
         let (z_sym, zh, zw, scaled) = self.hyper_latent(y, q)?;
         let (indices, means) = self.entropy_parameters(&z_sym, zh, zw);
         let y_sym = symbols(&scaled, &means, self.predictor(), y.h, y.w);
-        let z_bytes = self.z_model.encode(&z_sym, zh * zw)?;
+        let z_bytes = self.z_model_at(q).encode(&z_sym, zh * zw)?;
         let indices = match &self.scale_map {
             Some(map) if map.has_context() => context_indices(map, &y_sym, &indices, y.h, y.w),
             _ => indices,
@@ -675,10 +753,14 @@ impl HyperpriorCodec {
         lambda: f64,
     ) -> Coded {
         if let Some(filter) = wiener::fit(img, decoded, lambda * FILTER_SLOPE) {
+            let (label, data) = match filter.to_compact_bytes() {
+                Some(data) => (STREAM_FILTER_COMPACT, data),
+                None => (STREAM_FILTER, filter.to_bytes()),
+            };
             coded.container.streams.push(Stream {
                 kind: StreamKind::Raw,
-                label: STREAM_FILTER,
-                data: filter.to_bytes(),
+                label,
+                data,
             });
         }
         coded
@@ -844,7 +926,9 @@ impl HyperpriorCodec {
             }
             .into());
         }
-        let z_sym = self.z_model.decode(&file.stream(STREAM_Z)?.data, zh * zw)?;
+        let z_sym = self
+            .z_model_at(q)
+            .decode(&file.stream(STREAM_Z)?.data, zh * zw)?;
         let (indices, means) = self.entropy_parameters(&z_sym, zh, zw);
         let y_data = &file.stream(STREAM_Y)?.data;
         let y_sym = match &self.scale_map {
@@ -900,20 +984,31 @@ impl HyperpriorCodec {
         } else {
             image::imageops::resize(&img, width, height, FilterType::Lanczos3)
         };
-        Ok(
-            match file.streams.iter().find(|s| s.label == STREAM_FILTER) {
-                None => img,
-                Some(stream) if stream.kind == StreamKind::Raw => {
-                    wiener::Filter::from_bytes(&stream.data)?.apply(&img)
-                }
-                Some(_) => {
-                    return Err(CodecError::Unsupported(
-                        "the restoration filter stream is not raw bytes (a newer or damaged file)"
-                            .into(),
-                    ));
-                }
-            },
-        )
+        let mut filters = file
+            .streams
+            .iter()
+            .filter(|s| [STREAM_FILTER, STREAM_FILTER_COMPACT].contains(&s.label));
+        let stream = match (filters.next(), filters.next()) {
+            (None, _) => return Ok(img),
+            (Some(stream), None) => stream,
+            (Some(_), Some(_)) => {
+                return Err(CodecError::Bitstream(BitstreamError::Corrupt {
+                    what: "more than one restoration filter stream".into(),
+                    offset: 0,
+                }));
+            }
+        };
+        if stream.kind != StreamKind::Raw {
+            return Err(CodecError::Unsupported(
+                "the restoration filter stream is not raw bytes (a newer or damaged file)".into(),
+            ));
+        }
+        let filter = if stream.label == STREAM_FILTER_COMPACT {
+            wiener::Filter::from_compact_bytes(&stream.data)?
+        } else {
+            wiener::Filter::from_bytes(&stream.data)?
+        };
+        Ok(filter.apply(&img))
     }
 }
 
@@ -1145,15 +1240,40 @@ impl BottleneckCdf {
     }
 }
 
-fn bottleneck_tables(model: &Hyperprior) -> Result<FactorizedModel> {
-    let bc = BottleneckCdf::new(&model.bottleneck)?;
+/// The factorized model of calibrated `ẑ` tables, one per channel.
+///
+/// # Errors
+/// [`CodecError::Bitstream`] for tables the coder cannot use (none that pass
+/// [`ScaleMap::validate`]).
+pub fn z_tables_model(tables: &[calibrate::ZTable]) -> Result<FactorizedModel> {
+    let tables = tables
+        .iter()
+        .map(|t| {
+            let masses: Vec<u64> = t.weights.iter().map(|&w| u64::from(w)).collect();
+            ncodec_bitstream::entropy::CdfTable::from_masses(t.min, &masses, true)
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(FactorizedModel::new(tables)?)
+}
+
+/// The `ẑ` tables of the bottleneck `bc` with channel `c` at scale `2^(scales[c]/4)`: the
+/// probability of `v` is `F(s·(v + ½)) − F(s·(v − ½))` (scale 0: the trained density).
+fn bottleneck_tables(bc: &BottleneckCdf, scales: &[i8]) -> Result<FactorizedModel> {
     let channels = bc.channels();
-    let cdf = |c: usize, x: f64| bc.cdf(c, x);
     let mut specs = Vec::with_capacity(channels);
     for c in 0..channels {
+        // 2^(k/4) from exact powers of two and of 2^(1/4) (the same value on every machine).
+        let k = scales.get(c).copied().unwrap_or(0);
+        let quarter = [
+            1.0,
+            1.189_207_115_002_721,
+            std::f64::consts::SQRT_2,
+            1.681_792_830_507_429,
+        ];
+        let s = quarter[usize::from(k.rem_euclid(4) as u8)] * f64::from(k.div_euclid(4)).exp2();
         // The CDF at every half-integer of the search range, once.
         let at: Vec<f64> = (-Z_RANGE..=Z_RANGE + 1)
-            .map(|k| cdf(c, k as f64 - 0.5))
+            .map(|v| bc.cdf(c, s * (v as f64 - 0.5)))
             .collect();
         let upper = |k: i64| at[(k + Z_RANGE + 1) as usize]; // F(k + ½)
         let lower = |k: i64| at[(k + Z_RANGE) as usize]; // F(k − ½)
