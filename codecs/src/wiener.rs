@@ -333,8 +333,17 @@ impl Filter {
     /// [`Self::to_bytes`], but each filter sent is point-symmetric and coded as its
     /// [`SYM_TAPS`] differences to a reference filter (2 bits: none, the last filter sent for the same
     /// channel, the same class's filter of the previous channel) after its Exp-Golomb order. `None`
-    /// if a filter is not point-symmetric (what [`fit`] makes always is).
+    /// if a filter is not point-symmetric (what [`fit`] makes always is), holds a coefficient
+    /// beyond ±[`MAX_COEF`], or the lists do not match the classing.
     pub fn to_compact_bytes(&self) -> Option<Vec<u8>> {
+        if !self.classing.is_valid()
+            || self
+                .coefs
+                .iter()
+                .any(|c| c.len() != self.classing.classes())
+        {
+            return None;
+        }
         let mut bits = BitWriter::default();
         let mut sent: [Vec<Option<[i32; SYM_TAPS]>>; 3] = Default::default();
         for c in 0..3 {
@@ -346,6 +355,9 @@ impl Filter {
                     continue;
                 };
                 let sym = Self::symmetric(coefs)?;
+                if sym.iter().any(|v| !(-MAX_COEF..=MAX_COEF).contains(v)) {
+                    return None;
+                }
                 let above = if c > 0 {
                     sent[c - 1].get(k).copied().flatten()
                 } else {
@@ -751,11 +763,9 @@ pub fn fit_with(
 }
 
 fn zigzag(v: i32) -> u32 {
-    if v > 0 {
-        (2 * v - 1) as u32
-    } else {
-        (-2 * v) as u32
-    }
+    let v = i64::from(v);
+    // Coefficients are within ±MAX_COEF; wider values (hand-made filters) wrap, never panic.
+    (if v > 0 { 2 * v - 1 } else { -2 * v }) as u32
 }
 
 fn unzigzag(u: u32) -> Option<i32> {
@@ -981,6 +991,50 @@ mod tests {
             c[0] = c[TAPS - 4] + 1;
         }
         assert_eq!(lopsided.to_compact_bytes(), None);
+    }
+
+    #[test]
+    fn a_hand_made_compact_payload_decodes_as_documented() {
+        // BITSTREAM.md §7, label 3, with A = 2 activity classes and D = 1: per channel and class a
+        // flag, then mode (2 bits), shift (2), order (3) and 15 signed Exp-Golomb differences.
+        let mut w = BitWriter::default();
+        let filter = |w: &mut BitWriter, mode: u32, shift: u32, d: &[(usize, i32)]| {
+            w.put(1, 1);
+            w.put(mode, 2);
+            w.put(shift, 2);
+            w.put(0, 3);
+            for i in 0..SYM_TAPS {
+                let v = d.iter().find(|&&(j, _)| j == i).map_or(0, |&(_, v)| v);
+                w.put_exp_golomb(zigzag(v), 0);
+            }
+        };
+        // Channel 0: class 0 from zeros in steps of 2; class 1 from class 0 ("previous class").
+        filter(&mut w, REF_NONE, 1, &[(0, 1), (1, -1), (14, 2)]);
+        filter(&mut w, REF_PREVIOUS_CLASS, 0, &[(12, 3)]);
+        // Channel 1: class 0 not sent; class 1 from channel 0's class 1 ("previous channel").
+        w.put(0, 1);
+        filter(&mut w, REF_PREVIOUS_CHANNEL, 0, &[(0, -1)]);
+        // Channel 2: nothing.
+        w.put(0, 2);
+        let mut bytes = vec![2, 1];
+        bytes.extend(w.finish());
+        let f = Filter::from_compact_bytes(&bytes).unwrap();
+        let mut a = [0i32; SYM_TAPS];
+        (a[0], a[1], a[14]) = (2, -2, 4);
+        let mut b = a;
+        b[12] = 3;
+        let mut c = b;
+        c[0] = 1;
+        assert_eq!(f.coefs[0], vec![Some(expand(&a)), Some(expand(&b))]);
+        assert_eq!(f.coefs[1], vec![None, Some(expand(&c))]);
+        assert_eq!(f.coefs[2], vec![None, None]);
+        // Mirrored pairs share the value: offsets 0 and 23 are (−3, 0) and (3, 0).
+        let full = expand(&c);
+        assert_eq!((full[0], full[23], full[1], full[22]), (1, 1, -2, -2));
+        assert_eq!((full[24], full[25], full[26]), (3, 0, 4));
+        // Written back, the same filter; the writer is free to pick other references.
+        let again = Filter::from_compact_bytes(&f.to_compact_bytes().unwrap()).unwrap();
+        assert_eq!(again, f);
     }
 
     #[test]

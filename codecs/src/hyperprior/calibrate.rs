@@ -259,7 +259,7 @@ impl ScaleMap {
         for (i, t) in self.z_tables.iter().enumerate() {
             let len = t.weights.len();
             if !(2..=2 * Z_HIST as usize + 2).contains(&len)
-                || t.min.abs() > Z_HIST
+                || !(-Z_HIST..=Z_HIST).contains(&t.min)
                 || t.weights.iter().any(|&w| w == 0 || w > Z_TABLE_TOTAL)
             {
                 return Err(format!("the scale map's z table {i} is malformed"));
@@ -414,7 +414,16 @@ impl ZCalibration {
             .map(|cell| {
                 let (c, k) = (cell % self.channels, scales.get(cell).copied().unwrap_or(0));
                 let row = &self.hist[cell * width..(cell + 1) * width];
-                let seen = |v: i32| row[(v + Z_HIST) as usize] > 0;
+                // The symbols seen; where none were (a quality not calibrated), the values the
+                // scaled density gives more than 10⁻⁶, so such a bucket codes about as before.
+                let empty = row.iter().all(|&x| x == 0);
+                let seen = |v: i32| {
+                    if empty {
+                        p(k, c, v) > 1e-6
+                    } else {
+                        row[(v + Z_HIST) as usize] > 0
+                    }
+                };
                 let lo = (-Z_HIST..=Z_HIST).find(|&v| seen(v)).unwrap_or(0).min(-2);
                 let hi = (-Z_HIST..=Z_HIST)
                     .rev()
@@ -1004,13 +1013,17 @@ mod tests {
         let want = (90.0 + Z_PRIOR_COUNT / 9.0) / (100.0 + Z_PRIOR_COUNT);
         assert!((share(t, 0) - want).abs() < 1e-3, "{t:?}");
         assert!(share(t, 1) > share(t, -1) && share(t, -1) > 0.0);
-        // An empty bucket is the prior.
+        // An empty bucket is the prior, over the values it gives weight.
         assert!((share(&tables[3], 0) - 1.0 / 9.0).abs() < 1e-3);
+        assert_eq!((tables[3].min, tables[3].weights.len()), (-4, 9 + 1));
         let mut map = ScaleMap::identity(4, 8);
         map.z_tables = tables.clone();
         assert!(map.validate(4, 8).is_ok());
         map.z_tables[1].weights[0] = 0;
         assert!(map.validate(4, 8).unwrap_err().contains("z table 1"));
+        map.z_tables = tables.clone();
+        map.z_tables[2].min = i32::MIN;
+        assert!(map.validate(4, 8).unwrap_err().contains("z table 2"));
         map.z_tables = tables;
         map.z_tables.pop();
         assert!(map.validate(4, 8).is_err());

@@ -92,18 +92,19 @@ const SYMBOL_CLAMP: f32 = (1 << 20) as f32;
 /// Quality buckets of the calibrated `ẑ` tables ([`calibrate::ScaleMap::z_tables`]).
 pub const Z_BUCKETS: usize = 10;
 /// Bucket `b` holds the qualities below `Z_BUCKET_EDGES[b]` and at or above the edge before it:
-/// the geometric midpoints between 0.25, 0.5, 1, 2, …, 8 (the qualities `ncodec calibrate` codes
-/// at by default), so every calibrated quality sits in the middle of its own bucket.
+/// about the geometric midpoints between 0.25, 0.5, 1, 2, …, 8 (the qualities `ncodec calibrate`
+/// codes at by default), so every calibrated quality sits inside its own bucket. Given as f32 bit
+/// patterns, as in `docs/BITSTREAM.md` §7: the format is these exact values.
 const Z_BUCKET_EDGES: [f32; Z_BUCKETS - 1] = [
-    0.353_553_4,
-    std::f32::consts::FRAC_1_SQRT_2,
-    std::f32::consts::SQRT_2,
-    2.449_489_8,
-    3.464_101_6,
-    4.472_136,
-    5.477_226,
-    6.480_740_7,
-    7.483_315,
+    f32::from_bits(0x3eb5_04f4), // 0.3535534
+    f32::from_bits(0x3f35_04f3), // 0.70710677
+    f32::from_bits(0x3fb5_04f3), // 1.4142135
+    f32::from_bits(0x401c_c471), // 2.4494898
+    f32::from_bits(0x405d_b3d7), // 3.4641016
+    f32::from_bits(0x408f_1bbd), // 4.472136
+    f32::from_bits(0x40af_456f), // 5.477226
+    f32::from_bits(0x40cf_623a), // 6.4807405
+    f32::from_bits(0x40ef_7751), // 7.483315
 ];
 
 /// The `ẑ` table bucket of quality `q` (comparisons only, so the same on every machine).
@@ -1270,7 +1271,8 @@ fn bottleneck_tables(bc: &BottleneckCdf, scales: &[i8]) -> Result<FactorizedMode
             std::f64::consts::SQRT_2,
             1.681_792_830_507_429,
         ];
-        let s = quarter[usize::from(k.rem_euclid(4) as u8)] * f64::from(k.div_euclid(4)).exp2();
+        let s =
+            quarter[usize::from(k.rem_euclid(4) as u8)] * libm::exp2(f64::from(k.div_euclid(4)));
         // The CDF at every half-integer of the search range, once.
         let at: Vec<f64> = (-Z_RANGE..=Z_RANGE + 1)
             .map(|v| bc.cdf(c, s * (v as f64 - 0.5)))
@@ -1370,6 +1372,33 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+
+    #[test]
+    fn z_bucket_edges_are_the_documented_values() {
+        // docs/BITSTREAM.md §7 lists these bit patterns; a quality exactly at an edge is in the
+        // upper bucket, the float just below it in the lower one.
+        let documented = [
+            0x3eb5_04f4u32,
+            0x3f35_04f3,
+            0x3fb5_04f3,
+            0x401c_c471,
+            0x405d_b3d7,
+            0x408f_1bbd,
+            0x40af_456f,
+            0x40cf_623a,
+            0x40ef_7751,
+        ];
+        let docs = include_str!("../../../docs/BITSTREAM.md");
+        for (b, (&edge, &bits)) in Z_BUCKET_EDGES.iter().zip(&documented).enumerate() {
+            assert_eq!(edge.to_bits(), bits);
+            assert!(
+                docs.contains(&format!("0x{bits:08x}")),
+                "{bits:#x} not in BITSTREAM.md"
+            );
+            assert_eq!(z_bucket(edge), b + 1);
+            assert_eq!(z_bucket(f32::from_bits(bits - 1)), b);
+        }
+    }
 
     #[test]
     fn y_rounds_with_the_dead_zone_and_never_panics() {

@@ -37,6 +37,7 @@ pub fn to_bytes(model: &Hyperprior, config: &HyperpriorConfig, half: bool) -> Re
 pub fn with_scale_map(bytes: &[u8], map: ScaleMap) -> Result<Vec<u8>> {
     let (config, _) = config_of(bytes)?;
     map.validate(config.m, scale_levels())
+        .and_then(|()| check_z_tables(&map, &config))
         .map_err(CodecError::Weights)?;
     let file = FileConfig {
         config,
@@ -75,6 +76,7 @@ fn file_config_of(bytes: &[u8]) -> Result<(FileConfig, &[u8])> {
         .map_err(|e| CodecError::Weights(format!("not a hyperprior weights file: {e}")))?;
     if let Some(map) = &file.scale_map {
         map.validate(file.config.m, scale_levels())
+            .and_then(|()| check_z_tables(map, &file.config))
             .map_err(|e| CodecError::Weights(format!("damaged hyperprior weights file: {e}")))?;
     }
     Ok((file, pack))
@@ -93,4 +95,19 @@ pub fn load(bytes: &[u8], device: &Device) -> Result<(HyperpriorConfig, Hyperpri
     let (config, pack) = config_of(bytes)?;
     let model = crate::weights::load_into(config.init_for_loading(device), pack)?;
     Ok((config, model))
+}
+
+/// A scale map's `ẑ` tables are none or one per quality bucket and `ẑ` channel.
+fn check_z_tables(map: &ScaleMap, config: &HyperpriorConfig) -> std::result::Result<(), String> {
+    let want = super::Z_BUCKETS * config.n;
+    if map.z_tables.is_empty() || map.z_tables.len() == want {
+        Ok(())
+    } else {
+        Err(format!(
+            "the scale map has {} z tables, the network {} channels × {} quality buckets",
+            map.z_tables.len(),
+            config.n,
+            super::Z_BUCKETS
+        ))
+    }
 }
