@@ -49,6 +49,9 @@ fn readme_main_job_lands_just_below_the_target_rate() {
     assert!((0.97 * 0.25..=0.25).contains(&bpp), "landed at {bpp} bpp");
     let real = std::fs::metadata(&ncd).unwrap().len() as f64 * 8.0 / (600.0 * 400.0);
     assert!((real - bpp).abs() < 1e-3, "printed {bpp}, file {real}");
+    // The restoration filter pays at this rate, and the target search makes room for its bits.
+    let info = text(&ncodec(&["info", ncd.to_str().unwrap()]).stdout);
+    assert!(info.contains("label 3   raw"), "no filter stream:\n{info}");
     let out = ncodec(&[
         "decode",
         ncd.to_str().unwrap(),
