@@ -275,20 +275,7 @@ impl Filter {
     /// # Errors
     /// [`BitstreamError::Corrupt`] for a payload no encoder writes.
     pub fn from_bytes(data: &[u8]) -> Result<Self, BitstreamError> {
-        let corrupt = |what: &str| BitstreamError::Corrupt {
-            what: format!("restoration filter: {what}"),
-            offset: 0,
-        };
-        let [activity, directions, rest @ ..] = data else {
-            return Err(corrupt("shorter than its header"));
-        };
-        let classing = Classing {
-            activity: *activity,
-            directions: *directions,
-        };
-        if !classing.is_valid() {
-            return Err(corrupt("unknown classing"));
-        }
+        let (classing, rest) = header(data)?;
         let mut bits = BitReader::new(rest);
         let mut coefs: [Vec<Option<[i32; TAPS]>>; 3] = Default::default();
         for channel in &mut coefs {
@@ -392,20 +379,7 @@ impl Filter {
     /// [`BitstreamError::Corrupt`] for a payload no encoder writes (including a reference to a
     /// filter that was not sent, and coefficients beyond the range of [`Self::from_bytes`]).
     pub fn from_compact_bytes(data: &[u8]) -> Result<Self, BitstreamError> {
-        let corrupt = |what: &str| BitstreamError::Corrupt {
-            what: format!("restoration filter: {what}"),
-            offset: 0,
-        };
-        let [activity, directions, rest @ ..] = data else {
-            return Err(corrupt("shorter than its header"));
-        };
-        let classing = Classing {
-            activity: *activity,
-            directions: *directions,
-        };
-        if !classing.is_valid() {
-            return Err(corrupt("unknown classing"));
-        }
+        let (classing, rest) = header(data)?;
         let mut bits = BitReader::new(rest);
         let mut coefs: [Vec<Option<[i32; TAPS]>>; 3] = Default::default();
         let mut sent: [Vec<Option<[i32; SYM_TAPS]>>; 3] = Default::default();
@@ -449,6 +423,29 @@ impl Filter {
         }
         Ok(Filter { classing, coefs })
     }
+}
+
+/// A malformed filter payload.
+fn corrupt(what: &str) -> BitstreamError {
+    BitstreamError::Corrupt {
+        what: format!("restoration filter: {what}"),
+        offset: 0,
+    }
+}
+
+/// The classing bytes both payloads start with, and the bit string after them.
+fn header(data: &[u8]) -> Result<(Classing, &[u8]), BitstreamError> {
+    let [activity, directions, rest @ ..] = data else {
+        return Err(corrupt("shorter than its header"));
+    };
+    let classing = Classing {
+        activity: *activity,
+        directions: *directions,
+    };
+    if !classing.is_valid() {
+        return Err(corrupt("unknown classing"));
+    }
+    Ok((classing, rest))
 }
 
 /// The full [`TAPS`] coefficients of a symmetric filter.
