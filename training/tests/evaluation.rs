@@ -284,8 +284,10 @@ fn classical_runners_reproduce_the_reference_runs() {
             .unwrap();
         assert_eq!(coded.bytes, bytes, "{codec:?} q{q}");
         let p = psnr_u8(img.as_raw(), coded.decoded.as_raw()).unwrap();
+        // The files are identical; decoders may round a few pixels differently by CPU (djxl 0.7
+        // picks its SIMD path at run time: 29.6560059 instead of 29.6560077 dB on one machine).
         assert!(
-            (p - psnr).abs() < 1e-6,
+            (p - psnr).abs() < 1e-4,
             "{codec:?} q{q}: PSNR {p} vs {psnr}"
         );
     }
