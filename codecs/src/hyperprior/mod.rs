@@ -33,6 +33,7 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use image::RgbImage;
 use image::imageops::FilterType;
+use ncodec_bitstream::entropy::ans::cost_bits;
 use ncodec_bitstream::entropy::{FactorizedModel, GaussianConditional};
 use ncodec_bitstream::{
     BitstreamError, CodecId, CodecParams, Container, Limits, MediaInfo, ModelId, Stream, StreamKind,
@@ -163,6 +164,12 @@ pub struct HyperpriorCodec {
     tile_above: usize,
     /// The calibration of the scale indices (see [`calibrate`]); `None` codes `h_s`'s indices.
     scale_map: Option<ScaleMap>,
+    /// Per channel, the squared norm of its basis image in `g_s`'s linear path (0–1 pixel units;
+    /// empty without the shortcut): what a unit error of `ŷ` costs in squared pixel error, for the
+    /// encoder's rate-distortion rounding ([`RD_SLOPE`]).
+    synth_norm2: Vec<f64>,
+    /// [`RD_SLOPE`] unless changed with [`HyperpriorCodec::with_rd_slope`].
+    rd_slope: f64,
 }
 
 impl std::fmt::Debug for HyperpriorCodec {
@@ -226,6 +233,17 @@ impl HyperpriorCodec {
         let z_model = bottleneck_tables(&z_cdf, &vec![0; z_cdf.channels()])?;
         let log_gain = values(model.log_gain.val().mul_scalar(model::GAIN_SCALE))?;
         let log_inv_gain = values(model.log_inv_gain.val().mul_scalar(model::GAIN_SCALE))?;
+        let synth_norm2 = match &model.gs_short {
+            Some(conv) => {
+                // ConvTranspose2d weights are [channels in, channels out, k, k]: one basis image
+                // of 3·16·16 values per latent channel.
+                let w = values(conv.weight.val())?;
+                w.chunks_exact(w.len() / config.m.max(1))
+                    .map(|b| b.iter().map(|&v| f64::from(v) * f64::from(v)).sum())
+                    .collect()
+            }
+            None => Vec::new(),
+        };
         Ok(Self {
             device,
             config,
@@ -240,6 +258,8 @@ impl HyperpriorCodec {
             model_id,
             tile_above: TILE_ABOVE,
             scale_map: None,
+            synth_norm2,
+            rd_slope: RD_SLOPE,
         })
     }
 
@@ -324,6 +344,17 @@ impl HyperpriorCodec {
     /// The scale table `y` is coded with.
     pub fn y_model(&self) -> &GaussianConditional {
         &self.y_model
+    }
+
+    /// Rounds `y` for `bits + slope·λ(q)·255²·SSE/3` instead of [`RD_SLOPE`] (0: plain
+    /// [`DEAD_ZONE`] rounding). Only the encoder changes; every decoder reads the files.
+    pub fn with_rd_slope(mut self, slope: f64) -> Self {
+        self.rd_slope = if slope.is_finite() {
+            slope.max(0.0)
+        } else {
+            0.0
+        };
+        self
     }
 
     /// Tiles `g_a` and `g_s` for images of more than `pixels` padded pixels (default
@@ -607,6 +638,75 @@ impl HyperpriorCodec {
         Ok(())
     }
 
+    /// The `y` symbols of the scaled latent `scaled` (`y·g(q)`) with means `means` and mapped
+    /// scale indices `indices`: each residual rounded to the nearest symbol or one step towards
+    /// zero, whichever costs less in `bits + w_c·(r − s)²` under the table the decoder will use
+    /// (context included), with `w_c` the squared pixel error of a unit step of channel `c`
+    /// through `g_s`'s linear path weighted by [`RD_SLOPE`] times the quality's `λ` (`area`: image
+    /// pixels per coded pixel). Without the linear path, plain [`DEAD_ZONE`] rounding.
+    #[allow(clippy::too_many_arguments)]
+    fn rd_symbols(
+        &self,
+        scaled: &[f32],
+        means: &[f32],
+        indices: &[u16],
+        q: f32,
+        area: f64,
+        h: usize,
+        w: usize,
+    ) -> Vec<i32> {
+        let slope = self.rd_slope;
+        if self.synth_norm2.len() != self.config.m || slope <= 0.0 {
+            return symbols(scaled, means, self.predictor(), h, w);
+        }
+        let plane = h * w;
+        let inv = self.gain(&self.log_inv_gain, q, true);
+        // λ·255²·MSE per image pixel over 3 colours, in bits: λ·255²/3 per squared 0–1 error.
+        let per_sse = slope * lambda_of(q) * 255.0 * 255.0 / 3.0 * area;
+        let weight: Vec<f64> = inv
+            .iter()
+            .zip(&self.synth_norm2)
+            .map(|(&g, &n)| per_sse * f64::from(g) * f64::from(g) * n)
+            .collect();
+        let map = self.scale_map.as_ref().filter(|m| m.has_context());
+        let choose = |k: usize, v: f32, done: &[i32]| -> i32 {
+            let near = to_symbol(v);
+            if near == 0 {
+                return 0;
+            }
+            let index = match map {
+                Some(m) => m.coded_index(done, k, indices[k], h, w),
+                None => indices[k],
+            };
+            let Some(table) = self.y_model.table(index) else {
+                return near;
+            };
+            let wc = weight[k / plane];
+            let cost = |s: i32| {
+                cost_bits(table, s).unwrap_or(f64::INFINITY)
+                    + wc * (f64::from(v) - f64::from(s)).powi(2)
+            };
+            let toward = near - near.signum();
+            if cost(toward) < cost(near) {
+                toward
+            } else {
+                near
+            }
+        };
+        let resid: Vec<f32> = scaled.iter().zip(means).map(|(&v, &mu)| v - mu).collect();
+        match self.predictor() {
+            Some(p) => p.symbols_with(&resid, h, w, choose),
+            None => {
+                let mut sym = Vec::with_capacity(resid.len());
+                for (k, &v) in resid.iter().enumerate() {
+                    let s = choose(k, v, &sym);
+                    sym.push(s);
+                }
+                sym
+            }
+        }
+    }
+
     /// `ẑ` symbols with their height and width, and the scaled latent `y·g(q)`.
     fn hyper_latent(&self, y: &Latent, q: f32) -> Result<(Vec<i32>, usize, usize, Vec<f32>)> {
         self.check_quality(q)?;
@@ -628,9 +728,22 @@ impl HyperpriorCodec {
     /// # Errors
     /// [`CodecError`] if the device or the entropy coder fails.
     pub fn encode_latent(&self, y: &Latent, q: f32, width: u32, height: u32) -> Result<Coded> {
+        self.encode_latent_area(y, q, width, height, 1.0)
+    }
+
+    /// [`Self::encode_latent`] for a picture whose every coded pixel stands for `area` pixels of
+    /// the image (the rate-distortion rounding weighs its error by that).
+    fn encode_latent_area(
+        &self,
+        y: &Latent,
+        q: f32,
+        width: u32,
+        height: u32,
+        area: f64,
+    ) -> Result<Coded> {
         let (z_sym, zh, zw, scaled) = self.hyper_latent(y, q)?;
         let (indices, means) = self.entropy_parameters(&z_sym, zh, zw);
-        let y_sym = symbols(&scaled, &means, self.predictor(), y.h, y.w);
+        let y_sym = self.rd_symbols(&scaled, &means, &indices, q, area, y.h, y.w);
         let z_bytes = self.z_model_at(q).encode(&z_sym, zh * zw)?;
         let indices = match &self.scale_map {
             Some(map) if map.has_context() => context_indices(map, &y_sym, &indices, y.h, y.w),
@@ -692,7 +805,8 @@ impl HyperpriorCodec {
     /// [`HyperpriorCodec::encode_latent`] for the picture of `img` coded at `eighths`/8 size
     /// (the size byte written when it is not the full one).
     fn encode_latent_at(&self, y: &Latent, q: f32, img: &RgbImage, eighths: u8) -> Result<Coded> {
-        let mut coded = self.encode_latent(y, q, img.width(), img.height())?;
+        let area = (8.0 / f64::from(eighths)).powi(2);
+        let mut coded = self.encode_latent_area(y, q, img.width(), img.height(), area)?;
         if eighths != 8 {
             coded.container.params.extra = vec![eighths];
         }
@@ -1027,6 +1141,10 @@ impl HyperpriorCodec {
 /// and q6). On 8 held-out training photos (never Kodak), filter and dead zone against neither:
 /// −10.0 % BD-rate with 1×, −10.8 % with 3×, −10.0 % with 10×.
 const FILTER_SLOPE: f64 = 3.0;
+
+/// The encoder's rate-distortion rounding of `y` weighs squared error by this many times the
+/// quality's training `λ` (see [`HyperpriorCodec::rd_symbols`]); 0 rounds with the [`DEAD_ZONE`].
+pub const RD_SLOPE: f64 = 3.0;
 
 /// Rate searches a bpp target may take with the restoration filter's bits set aside before it
 /// settles for the unfiltered file.

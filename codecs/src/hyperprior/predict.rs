@@ -148,6 +148,18 @@ impl Predictor {
         w: usize,
         round: impl Fn(f32) -> i32,
     ) -> Vec<i32> {
+        self.symbols_with(resid, h, w, |_, v, _| round(v))
+    }
+
+    /// [`Self::symbols`] with a rounding rule that also sees the symbol's position `k` and the
+    /// symbols before it (`choose(k, value, &sym[..k])`), as a rate-distortion choice needs.
+    pub fn symbols_with(
+        &self,
+        resid: &[f32],
+        h: usize,
+        w: usize,
+        mut choose: impl FnMut(usize, f32, &[i32]) -> i32,
+    ) -> Vec<i32> {
         debug_assert!(self.fits(resid.len(), h, w), "residuals of another shape");
         let mut r = vec![0i32; resid.len()];
         let mut sym = vec![0i32; resid.len()];
@@ -155,7 +167,7 @@ impl Predictor {
         for (k, &v) in resid.iter().enumerate() {
             let (c, p) = (k / (h * w), k % (h * w));
             let pred = self.predict(&r, c, p / w, p % w, h, w, &mut f);
-            let s = round(v - pred as f32 / (1 << FRAC_BITS) as f32);
+            let s = choose(k, v - pred as f32 / (1 << FRAC_BITS) as f32, &sym[..k]);
             sym[k] = s;
             r[k] = reconstruct_one(s, pred);
         }
