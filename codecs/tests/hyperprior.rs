@@ -946,7 +946,9 @@ fn the_shipped_codec_codes_a_smaller_picture_where_that_decodes_better() {
 #[test]
 fn rate_distortion_rounding_lowers_the_real_cost_of_the_file() {
     use ncodec_codecs::hyperprior::{LAMBDAS, RD_SLOPE};
-    let rd = HyperpriorCodec::shipped(Backend::Cpu.device()).expect("shipped");
+    let rd = HyperpriorCodec::shipped(Backend::Cpu.device())
+        .expect("shipped")
+        .with_refine_rounds(0);
     let plain = HyperpriorCodec::shipped(Backend::Cpu.device())
         .expect("shipped")
         .with_rd_slope(0.0);
@@ -984,6 +986,67 @@ fn rate_distortion_rounding_lowers_the_real_cost_of_the_file() {
             "q{q}: cost {j_rd:.0} ({bits_rd} bits) with RD rounding, {j_plain:.0} ({bits_plain} bits) without"
         );
     }
+}
+
+#[test]
+fn closed_loop_refinement_lowers_the_real_cost_of_the_file() {
+    use ncodec_codecs::hyperprior::{LAMBDAS, RD_SLOPE};
+    let refined = HyperpriorCodec::shipped(Backend::Cpu.device()).expect("shipped");
+    let open = HyperpriorCodec::shipped(Backend::Cpu.device())
+        .expect("shipped")
+        .with_refine_rounds(0);
+    let img = kodak_crop(256, 256);
+    for (q, lambda) in [(6.0, LAMBDAS[5]), (8.0, LAMBDAS[7])] {
+        let cost = |codec: &HyperpriorCodec| {
+            let coded = codec.encode_image(&img, q).expect("encode");
+            let bytes = coded.container.to_bytes().expect("bytes");
+            let file = Container::parse(&bytes, &Limits::default()).expect("parse");
+            let (_, symbols) = codec
+                .decode_latent(&file, &Limits::default())
+                .expect("latent");
+            assert_eq!(
+                symbols.y, coded.y,
+                "q{q}: the decoder reads the chosen symbols"
+            );
+            let back = codec
+                .decode_image(&file, &Limits::default())
+                .expect("decode");
+            let sse: f64 = img
+                .as_raw()
+                .iter()
+                .zip(back.as_raw())
+                .map(|(a, b)| (f64::from(*a) - f64::from(*b)).powi(2))
+                .sum();
+            let bits = bytes.len() as f64 * 8.0;
+            (bits + RD_SLOPE * lambda * sse / 3.0, bits, sse, coded.y)
+        };
+        let (j_ref, bits_ref, sse_ref, sym_ref) = cost(&refined);
+        let (j_open, bits_open, sse_open, sym_open) = cost(&open);
+        assert_ne!(sym_ref, sym_open, "q{q}: the refinement changed nothing");
+        assert!(
+            sse_ref < sse_open,
+            "q{q}: refined SSE {sse_ref:.0}, open-loop {sse_open:.0}"
+        );
+        assert!(
+            j_ref < j_open,
+            "q{q}: cost {j_ref:.0} ({bits_ref} bits, SSE {sse_ref:.0}) refined, \
+             {j_open:.0} ({bits_open} bits, SSE {sse_open:.0}) open-loop"
+        );
+    }
+}
+
+#[test]
+fn below_the_refinement_threshold_files_are_coded_open_loop() {
+    use ncodec_codecs::hyperprior::REFINE_FROM_Q;
+    let refined = HyperpriorCodec::shipped(Backend::Cpu.device()).expect("shipped");
+    let open = HyperpriorCodec::shipped(Backend::Cpu.device())
+        .expect("shipped")
+        .with_refine_rounds(0);
+    let img = kodak_crop(128, 128);
+    let q = REFINE_FROM_Q - 1.0;
+    let a = refined.encode_image(&img, q).expect("encode");
+    let b = open.encode_image(&img, q).expect("encode");
+    assert_eq!(a.y, b.y);
 }
 
 #[test]
@@ -1130,6 +1193,30 @@ fn scaling_the_steps_of_some_channels_changes_only_their_gains() {
         }
     }
     assert_ne!(before.model_id(), after.model_id());
+    // At the top level only: the first level keeps its steps.
+    let top = cfg.levels;
+    let at_top = codec(
+        model
+            .clone()
+            .scale_steps_at(1..3, top - 1..top, 2.0, &device)
+            .expect("scale"),
+    );
+    for (q, want) in [(1.0, 1.0), (top as f32, 2.0)] {
+        let (a, b) = (
+            before.inverse_gain(q).unwrap(),
+            at_top.inverse_gain(q).unwrap(),
+        );
+        for c in 0..m {
+            let want = if (1..3).contains(&c) { want } else { 1.0 };
+            assert!((b[c] / a[c] - want).abs() < 1e-4, "q{q} channel {c}");
+        }
+    }
+    assert!(
+        model
+            .clone()
+            .scale_steps_at(0..1, top..top + 1, 2.0, &device)
+            .is_err()
+    );
     assert!(model.clone().scale_steps(0..m + 1, 2.0, &device).is_err());
     assert!(model.clone().scale_steps(2..2, 2.0, &device).is_err());
     assert!(model.scale_steps(0..1, f64::NAN, &device).is_err());

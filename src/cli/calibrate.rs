@@ -51,23 +51,48 @@ pub struct CalibrateArgs {
     #[arg(long)]
     pub no_z_tables: bool,
     /// Before calibrating, multiply the quantization step of latent channels FROM..TO (end
-    /// excluded) at every quality by F, e.g. `64..256=1.25` (repeatable): moves bits between
-    /// channels of a trained network; the weights change, so the model id does too.
+    /// excluded) by F, at every quality or, with `@A..B`, at the quality levels A to B−1 of the
+    /// ladder 1..=8 only; e.g. `64..256=1.25` or `128..256=0.8@7..9` (repeatable, the factors
+    /// multiply): moves bits between channels of a trained network; the weights change, so the
+    /// model id does too.
     #[arg(long, value_parser = parse_step_scale)]
-    pub step_scale: Vec<(std::ops::Range<usize>, f64)>,
+    pub step_scale: Vec<StepScale>,
 }
 
-/// Parses `FROM..TO=F`.
-fn parse_step_scale(s: &str) -> std::result::Result<(std::ops::Range<usize>, f64), String> {
-    let bad = || format!("expected FROM..TO=FACTOR (e.g. 64..256=1.25), got {s:?}");
-    let (range, factor) = s.split_once('=').ok_or_else(bad)?;
-    let (a, b) = range.split_once("..").ok_or_else(bad)?;
-    let (a, b) = (
-        a.trim().parse().map_err(|_| bad())?,
-        b.trim().parse().map_err(|_| bad())?,
-    );
-    let factor: f64 = factor.trim().parse().map_err(|_| bad())?;
-    Ok((a..b, factor))
+/// One `--step-scale`: channels, quality levels (1-based, end excluded; `None` for all) and the
+/// factor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepScale {
+    channels: std::ops::Range<usize>,
+    levels: Option<std::ops::Range<usize>>,
+    factor: f64,
+}
+
+/// Parses `FROM..TO=F` or `FROM..TO=F@A..B`.
+fn parse_step_scale(s: &str) -> std::result::Result<StepScale, String> {
+    let bad = || {
+        format!("expected FROM..TO=FACTOR or FROM..TO=FACTOR@A..B (e.g. 64..256=1.25), got {s:?}")
+    };
+    let range = |r: &str| -> std::result::Result<std::ops::Range<usize>, String> {
+        let (a, b) = r.split_once("..").ok_or_else(bad)?;
+        Ok(a.trim().parse().map_err(|_| bad())?..b.trim().parse().map_err(|_| bad())?)
+    };
+    let (channels, rest) = s.split_once('=').ok_or_else(bad)?;
+    let (factor, levels) = match rest.split_once('@') {
+        Some((f, l)) => {
+            let l = range(l)?;
+            if l.start == 0 {
+                return Err(format!("quality levels start at 1, got {s:?}"));
+            }
+            (f, Some(l))
+        }
+        None => (rest, None),
+    };
+    Ok(StepScale {
+        channels: range(channels)?,
+        levels,
+        factor: factor.trim().parse().map_err(|_| bad())?,
+    })
 }
 
 /// Runs the calibration.
@@ -96,10 +121,17 @@ pub fn run(
         let device = ncodec_codecs::Backend::Cpu.device();
         let (config, mut model) =
             weights::load(&bytes, &device).context("loading the hyperprior weights")?;
-        for (channels, factor) in &args.step_scale {
-            model = model
-                .scale_steps(channels.clone(), *factor, &device)
-                .map_err(anyhow::Error::msg)?;
+        for scale in &args.step_scale {
+            model = match &scale.levels {
+                Some(l) => model.scale_steps_at(
+                    scale.channels.clone(),
+                    l.start - 1..l.end.saturating_sub(1),
+                    scale.factor,
+                    &device,
+                ),
+                None => model.scale_steps(scale.channels.clone(), scale.factor, &device),
+            }
+            .map_err(anyhow::Error::msg)?;
         }
         weights::to_bytes(&model, &config, true).context("serializing the rescaled weights")?
     };
@@ -200,12 +232,36 @@ pub fn run(
 
 #[cfg(test)]
 mod tests {
-    use super::parse_step_scale;
+    use super::{StepScale, parse_step_scale};
 
     #[test]
     fn step_scales_parse_and_bad_ones_are_refused() {
-        assert_eq!(parse_step_scale("64..256=1.25"), Ok((64..256, 1.25)));
-        for bad in ["64..256", "64-256=1.25", "a..256=1", "64..256=x", ""] {
+        assert_eq!(
+            parse_step_scale("64..256=1.25"),
+            Ok(StepScale {
+                channels: 64..256,
+                levels: None,
+                factor: 1.25
+            })
+        );
+        assert_eq!(
+            parse_step_scale("128..256=0.8@7..9"),
+            Ok(StepScale {
+                channels: 128..256,
+                levels: Some(7..9),
+                factor: 0.8
+            })
+        );
+        for bad in [
+            "64..256",
+            "64-256=1.25",
+            "a..256=1",
+            "64..256=x",
+            "",
+            "0..8=1@0..2",
+            "0..8=1@3",
+            "0..8=1@a..3",
+        ] {
             assert!(parse_step_scale(bad).is_err(), "{bad}");
         }
     }

@@ -168,8 +168,13 @@ pub struct HyperpriorCodec {
     /// empty without the shortcut): what a unit error of `ŷ` costs in squared pixel error, for the
     /// encoder's rate-distortion rounding ([`RD_SLOPE`]).
     synth_norm2: Vec<f64>,
+    /// The basis images themselves, `[M][3][16][16]` (empty without the shortcut), for the
+    /// encoder's closed-loop refinement ([`REFINE_ROUNDS`]).
+    synth_basis: Vec<f32>,
     /// [`RD_SLOPE`] unless changed with [`HyperpriorCodec::with_rd_slope`].
     rd_slope: f64,
+    /// [`REFINE_ROUNDS`] unless changed with [`HyperpriorCodec::with_refine_rounds`].
+    refine_rounds: usize,
 }
 
 impl std::fmt::Debug for HyperpriorCodec {
@@ -233,17 +238,16 @@ impl HyperpriorCodec {
         let z_model = bottleneck_tables(&z_cdf, &vec![0; z_cdf.channels()])?;
         let log_gain = values(model.log_gain.val().mul_scalar(model::GAIN_SCALE))?;
         let log_inv_gain = values(model.log_inv_gain.val().mul_scalar(model::GAIN_SCALE))?;
-        let synth_norm2 = match &model.gs_short {
-            Some(conv) => {
-                // ConvTranspose2d weights are [channels in, channels out, k, k]: one basis image
-                // of 3·16·16 values per latent channel.
-                let w = values(conv.weight.val())?;
-                w.chunks_exact(w.len() / config.m.max(1))
-                    .map(|b| b.iter().map(|&v| f64::from(v) * f64::from(v)).sum())
-                    .collect()
-            }
+        // ConvTranspose2d weights are [channels in, channels out, k, k]: one basis image of
+        // 3·16·16 values per latent channel.
+        let synth_basis = match &model.gs_short {
+            Some(conv) => values(conv.weight.val())?,
             None => Vec::new(),
         };
+        let synth_norm2 = synth_basis
+            .chunks_exact(BASIS)
+            .map(|b| b.iter().map(|&v| f64::from(v) * f64::from(v)).sum())
+            .collect();
         Ok(Self {
             device,
             config,
@@ -259,7 +263,9 @@ impl HyperpriorCodec {
             tile_above: TILE_ABOVE,
             scale_map: None,
             synth_norm2,
+            synth_basis,
             rd_slope: RD_SLOPE,
+            refine_rounds: REFINE_ROUNDS,
         })
     }
 
@@ -354,6 +360,13 @@ impl HyperpriorCodec {
         } else {
             0.0
         };
+        self
+    }
+
+    /// Refines the rounded latent in `rounds` closed-loop rounds instead of [`REFINE_ROUNDS`]
+    /// (0: the open-loop rounding of [`Self::with_rd_slope`] alone). Only the encoder changes.
+    pub fn with_refine_rounds(mut self, rounds: usize) -> Self {
+        self.refine_rounds = rounds;
         self
     }
 
@@ -707,6 +720,135 @@ impl HyperpriorCodec {
         }
     }
 
+    /// The scaled latent `ŷ·g(q)` the decoder rebuilds from the symbols `sym` and means `means`:
+    /// `μ + 16·s + p` in 1/16 units with the latent predictor, else `μ + s`.
+    fn dequantize(&self, sym: &[i32], means: &[f32], h: usize, w: usize) -> Vec<f32> {
+        match self.predictor() {
+            Some(p) => p
+                .reconstruct(sym, h, w)
+                .iter()
+                .zip(means)
+                .map(|(&r, &mu)| r as f32 / 16.0 + mu)
+                .collect(),
+            None => sym
+                .iter()
+                .zip(means)
+                .map(|(&s, &mu)| s as f32 + mu)
+                .collect(),
+        }
+    }
+
+    /// The coded picture as the target of the closed-loop refinement, unless refinement is off
+    /// or the picture is larger than [`REFINE_MAX_PIXELS`] (coded open-loop).
+    fn refine_target<'a>(&self, picture: &'a RgbImage) -> Option<&'a RgbImage> {
+        let pixels = u64::from(picture.width()) * u64::from(picture.height());
+        (self.refine_rounds > 0 && pixels <= REFINE_MAX_PIXELS).then_some(picture)
+    }
+
+    /// Whether files at quality `q` are refined in closed loop: with the rate-distortion rounding
+    /// and `g_s`'s linear path, from [`REFINE_FROM_Q`] up.
+    fn refines(&self, q: f32) -> bool {
+        self.refine_rounds > 0
+            && self.rd_slope > 0.0
+            && self.synth_norm2.len() == self.config.m
+            && q >= REFINE_FROM_Q
+    }
+
+    /// Bits of the `y` stream of the symbols `sym` with the base indices `indices`.
+    fn y_bits(&self, sym: &[i32], indices: &[u16], h: usize, w: usize) -> Result<f64> {
+        let bytes = match &self.scale_map {
+            Some(map) if map.has_context() => self
+                .y_model
+                .encode(sym, &context_indices(map, sym, indices, h, w))?,
+            _ => self.y_model.encode(sym, indices)?,
+        };
+        Ok(bytes.len() as f64 * 8.0)
+    }
+
+    /// The `y` symbols of [`Self::rd_symbols`], refined in closed loop: decode them, and move
+    /// each latent by the projection of the remaining pixel error onto its basis image in `g_s`'s
+    /// linear path (one Jacobi step of least squares, so it also answers the errors of the
+    /// neighbouring channels and of the deep path), then round again. Up to
+    /// [`HyperpriorCodec::with_refine_rounds`] rounds; the symbols of least real cost
+    /// (`bits + w·SSE`, the file's own bits and the decoded error) win.
+    fn refined_symbols(
+        &self,
+        target: &RgbImage,
+        scaled: &[f32],
+        p: &RoundingParams,
+    ) -> Result<Vec<i32>> {
+        let (m, h, w) = (self.config.m, p.h, p.w);
+        let plane = h * w;
+        let (width, height) = (target.width() as usize, target.height() as usize);
+        let inv = self.gain(&self.log_inv_gain, p.q, true);
+        let per_sse = self.rd_slope * lambda_of(p.q) * 255.0 * 255.0 / 3.0 * p.area;
+        let want = target.as_raw();
+        let mut cur = scaled.to_vec();
+        let mut best: Option<(f64, Vec<i32>)> = None;
+        let mut block = vec![0.0f32; BASIS];
+        for round in 0..=self.refine_rounds {
+            let sym = self.rd_symbols(&cur, p.means, p.indices, p.q, p.area, h, w);
+            let recon = self.dequantize(&sym, p.means, h, w);
+            let y = Latent {
+                c: m,
+                h,
+                w,
+                data: recon
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| v * inv[i / plane])
+                    .collect(),
+            };
+            // What the decoder shows before enlarging and filtering.
+            let got = self.synthesis(&y, width, height)?;
+            let got = got.as_raw();
+            let sse: f64 = want
+                .iter()
+                .zip(got)
+                .map(|(&a, &b)| (f64::from(a) - f64::from(b)).powi(2))
+                .sum::<f64>()
+                / (255.0 * 255.0);
+            let cost = self.y_bits(&sym, p.indices, h, w)? + per_sse * sse;
+            if best.as_ref().is_some_and(|(b, _)| cost >= *b) {
+                break;
+            }
+            best = Some((cost, sym));
+            if round == self.refine_rounds {
+                break;
+            }
+            for bi in 0..h {
+                for bj in 0..w {
+                    // The block's pixel error, `[3][16][16]` in 0–1 units (0 outside the picture).
+                    block.fill(0.0);
+                    for ky in 0..16.min(height.saturating_sub(bi * 16)) {
+                        let row = (bi * 16 + ky) * width;
+                        for kx in 0..16.min(width.saturating_sub(bj * 16)) {
+                            let i = 3 * (row + bj * 16 + kx);
+                            for c in 0..3 {
+                                block[c * 256 + ky * 16 + kx] =
+                                    (f32::from(want[i + c]) - f32::from(got[i + c])) / 255.0;
+                            }
+                        }
+                    }
+                    let channels = inv
+                        .iter()
+                        .zip(&self.synth_norm2)
+                        .zip(self.synth_basis.chunks_exact(BASIS));
+                    for (c, ((&g, &n2), basis)) in channels.enumerate() {
+                        let g = f64::from(g);
+                        if n2 <= 0.0 || g == 0.0 {
+                            continue;
+                        }
+                        let dot: f32 = basis.iter().zip(&block).map(|(a, b)| a * b).sum();
+                        let k = c * plane + bi * w + bj;
+                        cur[k] = recon[k] + (REFINE_STEP * f64::from(dot) / (g * n2)) as f32;
+                    }
+                }
+            }
+        }
+        Ok(best.map(|(_, s)| s).unwrap_or_default())
+    }
+
     /// `ẑ` symbols with their height and width, and the scaled latent `y·g(q)`.
     fn hyper_latent(&self, y: &Latent, q: f32) -> Result<(Vec<i32>, usize, usize, Vec<f32>)> {
         self.check_quality(q)?;
@@ -723,16 +865,18 @@ impl HyperpriorCodec {
         Ok((z_sym, z.h, z.w, scaled))
     }
 
-    /// Codes the latent `y` (before gain) at quality `q`.
+    /// Codes the latent `y` (before gain) at quality `q`, open-loop (no picture to refine against).
     ///
     /// # Errors
     /// [`CodecError`] if the device or the entropy coder fails.
     pub fn encode_latent(&self, y: &Latent, q: f32, width: u32, height: u32) -> Result<Coded> {
-        self.encode_latent_area(y, q, width, height, 1.0)
+        self.encode_latent_area(y, q, width, height, 1.0, None)
     }
 
     /// [`Self::encode_latent`] for a picture whose every coded pixel stands for `area` pixels of
-    /// the image (the rate-distortion rounding weighs its error by that).
+    /// the image (the rate-distortion rounding weighs its error by that), with the symbols refined
+    /// in closed loop against `target`, the coded picture, when given
+    /// ([`Self::refined_symbols`]).
     fn encode_latent_area(
         &self,
         y: &Latent,
@@ -740,10 +884,24 @@ impl HyperpriorCodec {
         width: u32,
         height: u32,
         area: f64,
+        target: Option<&RgbImage>,
     ) -> Result<Coded> {
         let (z_sym, zh, zw, scaled) = self.hyper_latent(y, q)?;
         let (indices, means) = self.entropy_parameters(&z_sym, zh, zw);
-        let y_sym = self.rd_symbols(&scaled, &means, &indices, q, area, y.h, y.w);
+        let y_sym = match target {
+            Some(t) if self.refines(q) => {
+                let params = RoundingParams {
+                    means: &means,
+                    indices: &indices,
+                    q,
+                    area,
+                    h: y.h,
+                    w: y.w,
+                };
+                self.refined_symbols(t, &scaled, &params)?
+            }
+            _ => self.rd_symbols(&scaled, &means, &indices, q, area, y.h, y.w),
+        };
         let z_bytes = self.z_model_at(q).encode(&z_sym, zh * zw)?;
         let indices = match &self.scale_map {
             Some(map) if map.has_context() => context_indices(map, &y_sym, &indices, y.h, y.w),
@@ -790,7 +948,8 @@ impl HyperpriorCodec {
     }
 
     /// Encodes `img` at a fixed quality with the picture coded at `eighths`/8 of its width and
-    /// height (one of [`SCALES`]; the decoder enlarges it back).
+    /// height (one of [`SCALES`]; the decoder enlarges it back), its symbols refined in closed
+    /// loop (see [`HyperpriorCodec::with_refine_rounds`]).
     ///
     /// # Errors
     /// [`CodecError::InvalidParameter`] for a scale outside [`SCALES`]; else as
@@ -798,15 +957,24 @@ impl HyperpriorCodec {
     pub fn encode_image_at(&self, img: &RgbImage, q: f32, eighths: u8) -> Result<Coded> {
         check_image(img)?;
         let picture = shrink(img, eighths)?;
-        let y = self.analysis(picture.as_ref().unwrap_or(img))?;
-        self.encode_latent_at(&y, q, img, eighths)
+        let picture = picture.as_ref().unwrap_or(img);
+        let y = self.analysis(picture)?;
+        self.encode_latent_at(&y, q, img, eighths, self.refine_target(picture))
     }
 
     /// [`HyperpriorCodec::encode_latent`] for the picture of `img` coded at `eighths`/8 size
-    /// (the size byte written when it is not the full one).
-    fn encode_latent_at(&self, y: &Latent, q: f32, img: &RgbImage, eighths: u8) -> Result<Coded> {
+    /// (the size byte written when it is not the full one), refined towards `target` (the coded
+    /// picture) when given.
+    fn encode_latent_at(
+        &self,
+        y: &Latent,
+        q: f32,
+        img: &RgbImage,
+        eighths: u8,
+        target: Option<&RgbImage>,
+    ) -> Result<Coded> {
         let area = (8.0 / f64::from(eighths)).powi(2);
-        let mut coded = self.encode_latent_area(y, q, img.width(), img.height(), area)?;
+        let mut coded = self.encode_latent_area(y, q, img.width(), img.height(), area, target)?;
         if eighths != 8 {
             coded.container.params.extra = vec![eighths];
         }
@@ -964,25 +1132,35 @@ impl HyperpriorCodec {
         eighths: u8,
     ) -> Result<std::result::Result<Coded, f64>> {
         let y = self.analysis(picture.unwrap_or(img))?;
+        let target = self.refine_target(picture.unwrap_or(img));
         let pixels = f64::from(img.width()) * f64::from(img.height());
         let (lo, hi) = self.quality_range();
-        let run = |q: f32| -> Result<(Coded, f64)> {
-            let c = self.encode_latent_at(&y, q, img, eighths)?;
+        // The search rounds open-loop; only its result is refined, and kept if it still fits.
+        let run = |q: f32, target: Option<&RgbImage>| -> Result<(Coded, f64)> {
+            let c = self.encode_latent_at(&y, q, img, eighths, target)?;
             let size = c.container.to_bytes()?.len() as f64 * 8.0 / pixels;
             Ok((c, size))
         };
-        let (low, low_rate) = run(lo)?;
+        let refined = |best: Coded| -> Result<Coded> {
+            let q = best.container.params.quality;
+            let Some(t) = target.filter(|_| self.refines(q)) else {
+                return Ok(best);
+            };
+            let (c, rate) = run(q, Some(t))?;
+            Ok(if rate <= bpp { c } else { best })
+        };
+        let (low, low_rate) = run(lo, None)?;
         if low_rate > bpp {
             return Ok(Err(low_rate));
         }
-        let (high, high_rate) = run(hi)?;
+        let (high, high_rate) = run(hi, None)?;
         if high_rate <= bpp {
-            return Ok(Ok(high));
+            return Ok(Ok(refined(high)?));
         }
         let (mut a, mut b, mut best) = (lo, hi, low);
         for _ in 0..14 {
             let q = 0.5 * (a + b);
-            let (c, rate) = run(q)?;
+            let (c, rate) = run(q, None)?;
             if rate <= bpp {
                 a = q;
                 best = c;
@@ -993,7 +1171,7 @@ impl HyperpriorCodec {
                 b = q;
             }
         }
-        Ok(Ok(best))
+        Ok(Ok(refined(best)?))
     }
 
     /// Decodes the symbols of a file back to `ŷ` (after inverse gain) and the symbols.
@@ -1064,22 +1242,12 @@ impl HyperpriorCodec {
         };
         let inv = self.gain(&self.log_inv_gain, q, true);
         let plane = lh * lw;
-        let data = match self.predictor() {
-            // r̂ = 16·s + p in 1/16 units; without a predictor exactly s.
-            Some(p) => p
-                .reconstruct(&y_sym, lh, lw)
-                .iter()
-                .zip(&means)
-                .enumerate()
-                .map(|(i, (&r, &mu))| (r as f32 / 16.0 + mu) * inv[i / plane])
-                .collect(),
-            None => y_sym
-                .iter()
-                .zip(&means)
-                .enumerate()
-                .map(|(i, (&s, &mu))| (s as f32 + mu) * inv[i / plane])
-                .collect(),
-        };
+        let data = self
+            .dequantize(&y_sym, &means, lh, lw)
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| v * inv[i / plane])
+            .collect();
         Ok((
             Latent {
                 c: m,
@@ -1145,6 +1313,34 @@ const FILTER_SLOPE: f64 = 3.0;
 /// The encoder's rate-distortion rounding of `y` weighs squared error by this many times the
 /// quality's training `λ` (see [`HyperpriorCodec::rd_symbols`]); 0 rounds with the [`DEAD_ZONE`].
 pub const RD_SLOPE: f64 = 3.0;
+
+/// Closed-loop refinement rounds of the rounded `y` (see [`HyperpriorCodec::with_refine_rounds`]).
+pub const REFINE_ROUNDS: usize = 2;
+
+/// The lowest quality refined in closed loop: below it the refinement moves the file along the
+/// curve, not above it (see `assets/README.md`), and only costs time.
+pub const REFINE_FROM_Q: f32 = 5.0;
+
+/// The fraction of each refinement round's least-squares correction applied.
+const REFINE_STEP: f64 = 1.0;
+
+/// Values of one basis image of `g_s`'s linear path: 3 colours of 16 × 16.
+const BASIS: usize = 3 * model::BLOCK * model::BLOCK;
+
+/// Pictures above this many pixels are coded open-loop (bounds the refinement's extra memory and
+/// time on very large photos).
+pub const REFINE_MAX_PIXELS: u64 = 1 << 24;
+
+/// What the rounding of `y` needs besides the latent: its means and (mapped) scale indices,
+/// the quality, the image pixels per coded pixel, and the latent's height and width.
+struct RoundingParams<'a> {
+    means: &'a [f32],
+    indices: &'a [u16],
+    q: f32,
+    area: f64,
+    h: usize,
+    w: usize,
+}
 
 /// Rate searches a bpp target may take with the restoration filter's bits set aside before it
 /// settles for the unfiltered file.

@@ -729,15 +729,37 @@ impl Hyperprior {
     /// An empty or out-of-range channel range, a factor that is not finite and positive, or
     /// parameters that cannot be read back.
     pub fn scale_steps(
-        mut self,
+        self,
         channels: std::ops::Range<usize>,
         factor: f64,
         device: &Device,
     ) -> Result<Self, String> {
-        let [levels, m] = self.log_gain.val().dims();
+        let levels = self.log_gain.val().dims()[0];
+        self.scale_steps_at(channels, 0..levels, factor, device)
+    }
+
+    /// [`Self::scale_steps`] at the quality levels `levels` only (0-based indices of the ladder:
+    /// level `l` is quality `l + 1`; qualities between two levels interpolate their gains, and
+    /// qualities below 1 scale level 0's).
+    ///
+    /// # Errors
+    /// As [`Self::scale_steps`], and an empty or out-of-range level range.
+    pub fn scale_steps_at(
+        mut self,
+        channels: std::ops::Range<usize>,
+        levels: std::ops::Range<usize>,
+        factor: f64,
+        device: &Device,
+    ) -> Result<Self, String> {
+        let [count, m] = self.log_gain.val().dims();
         if channels.is_empty() || channels.end > m {
             return Err(format!(
                 "channels {channels:?} are not a range within the {m} latent channels"
+            ));
+        }
+        if levels.is_empty() || levels.end > count {
+            return Err(format!(
+                "levels {levels:?} are not a range within the {count} quality levels"
             ));
         }
         if !(factor.is_finite() && factor > 0.0) {
@@ -746,18 +768,16 @@ impl Hyperprior {
         let shift = (factor.ln() / f64::from(GAIN_SCALE)) as f32;
         for (table, sign) in [(&mut self.log_gain, -1.0f32), (&mut self.log_inv_gain, 1.0)] {
             let g = host(table)?;
-            let data = rebuild([levels, m], |[l, c]| {
+            let data = rebuild([count, m], |[l, c]| {
                 g[l * m + c]
-                    + if channels.contains(&c) {
+                    + if channels.contains(&c) && levels.contains(&l) {
                         sign * shift
                     } else {
                         0.0
                     }
             });
-            *table = Param::from_tensor(Tensor::from_data(
-                TensorData::new(data, [levels, m]),
-                device,
-            ));
+            *table =
+                Param::from_tensor(Tensor::from_data(TensorData::new(data, [count, m]), device));
         }
         Ok(self)
     }
