@@ -945,7 +945,7 @@ fn the_shipped_codec_codes_a_smaller_picture_where_that_decodes_better() {
 /// chose.
 #[test]
 fn rate_distortion_rounding_lowers_the_real_cost_of_the_file() {
-    use ncodec_codecs::hyperprior::{LAMBDAS, RD_SLOPE};
+    use ncodec_codecs::hyperprior::LAMBDAS;
     let rd = HyperpriorCodec::shipped(Backend::Cpu.device())
         .expect("shipped")
         .with_refine_rounds(0);
@@ -955,31 +955,8 @@ fn rate_distortion_rounding_lowers_the_real_cost_of_the_file() {
     let img = kodak_crop(256, 256);
     // On this crop: −0.6 % at q2, −2.3 % at q4, −2.5 % at q8; a tie at q1 (+0.04 %).
     for (q, lambda) in [(2.0, LAMBDAS[1]), (4.0, LAMBDAS[3]), (8.0, LAMBDAS[7])] {
-        let cost = |codec: &HyperpriorCodec| {
-            let coded = codec.encode_image(&img, q).expect("encode");
-            let bytes = coded.container.to_bytes().expect("bytes");
-            let file = Container::parse(&bytes, &Limits::default()).expect("parse");
-            let (_, symbols) = codec
-                .decode_latent(&file, &Limits::default())
-                .expect("latent");
-            assert_eq!(
-                symbols.y, coded.y,
-                "q{q}: the decoder reads the chosen symbols"
-            );
-            let back = codec
-                .decode_image(&file, &Limits::default())
-                .expect("decode");
-            let sse: f64 = img
-                .as_raw()
-                .iter()
-                .zip(back.as_raw())
-                .map(|(a, b)| (f64::from(*a) - f64::from(*b)).powi(2))
-                .sum();
-            let bits = bytes.len() as f64 * 8.0;
-            (bits + RD_SLOPE * lambda * sse / 3.0, bits, coded.y)
-        };
-        let (j_rd, bits_rd, sym_rd) = cost(&rd);
-        let (j_plain, bits_plain, sym_plain) = cost(&plain);
+        let (j_rd, bits_rd, _, sym_rd) = real_cost(&rd, &img, q, lambda);
+        let (j_plain, bits_plain, _, sym_plain) = real_cost(&plain, &img, q, lambda);
         assert_ne!(sym_rd, sym_plain, "q{q}: the rounding changed nothing");
         assert!(
             j_rd < j_plain,
@@ -988,40 +965,50 @@ fn rate_distortion_rounding_lowers_the_real_cost_of_the_file() {
     }
 }
 
+/// The real `bits + RD_SLOPE·λ·SSE/3` of `img` coded by `codec` at quality `q` (with the bits and
+/// the SSE of the decoded file, 0–255 units, and the `y` symbols), after checking that the decoder
+/// reads the symbols the encoder chose.
+fn real_cost(
+    codec: &HyperpriorCodec,
+    img: &RgbImage,
+    q: f32,
+    lambda: f64,
+) -> (f64, f64, f64, Vec<i32>) {
+    use ncodec_codecs::hyperprior::RD_SLOPE;
+    let coded = codec.encode_image(img, q).expect("encode");
+    let bytes = coded.container.to_bytes().expect("bytes");
+    let file = Container::parse(&bytes, &Limits::default()).expect("parse");
+    let (_, symbols) = codec
+        .decode_latent(&file, &Limits::default())
+        .expect("latent");
+    assert_eq!(
+        symbols.y, coded.y,
+        "q{q}: the decoder reads the chosen symbols"
+    );
+    let back = codec
+        .decode_image(&file, &Limits::default())
+        .expect("decode");
+    let sse: f64 = img
+        .as_raw()
+        .iter()
+        .zip(back.as_raw())
+        .map(|(a, b)| (f64::from(*a) - f64::from(*b)).powi(2))
+        .sum();
+    let bits = bytes.len() as f64 * 8.0;
+    (bits + RD_SLOPE * lambda * sse / 3.0, bits, sse, coded.y)
+}
+
 #[test]
 fn closed_loop_refinement_lowers_the_real_cost_of_the_file() {
-    use ncodec_codecs::hyperprior::{LAMBDAS, RD_SLOPE};
+    use ncodec_codecs::hyperprior::LAMBDAS;
     let refined = HyperpriorCodec::shipped(Backend::Cpu.device()).expect("shipped");
     let open = HyperpriorCodec::shipped(Backend::Cpu.device())
         .expect("shipped")
         .with_refine_rounds(0);
     let img = kodak_crop(256, 256);
     for (q, lambda) in [(6.0, LAMBDAS[5]), (8.0, LAMBDAS[7])] {
-        let cost = |codec: &HyperpriorCodec| {
-            let coded = codec.encode_image(&img, q).expect("encode");
-            let bytes = coded.container.to_bytes().expect("bytes");
-            let file = Container::parse(&bytes, &Limits::default()).expect("parse");
-            let (_, symbols) = codec
-                .decode_latent(&file, &Limits::default())
-                .expect("latent");
-            assert_eq!(
-                symbols.y, coded.y,
-                "q{q}: the decoder reads the chosen symbols"
-            );
-            let back = codec
-                .decode_image(&file, &Limits::default())
-                .expect("decode");
-            let sse: f64 = img
-                .as_raw()
-                .iter()
-                .zip(back.as_raw())
-                .map(|(a, b)| (f64::from(*a) - f64::from(*b)).powi(2))
-                .sum();
-            let bits = bytes.len() as f64 * 8.0;
-            (bits + RD_SLOPE * lambda * sse / 3.0, bits, sse, coded.y)
-        };
-        let (j_ref, bits_ref, sse_ref, sym_ref) = cost(&refined);
-        let (j_open, bits_open, sse_open, sym_open) = cost(&open);
+        let (j_ref, bits_ref, sse_ref, sym_ref) = real_cost(&refined, &img, q, lambda);
+        let (j_open, bits_open, sse_open, sym_open) = real_cost(&open, &img, q, lambda);
         assert_ne!(sym_ref, sym_open, "q{q}: the refinement changed nothing");
         assert!(
             sse_ref < sse_open,
