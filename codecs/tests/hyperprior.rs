@@ -9,8 +9,12 @@ use ncodec_bitstream::{Container, Limits, ModelId};
 use ncodec_codecs::Backend;
 use ncodec_codecs::hyperprior::hs_cpu::HyperSynthesisCpu;
 use ncodec_codecs::hyperprior::{
-    HyperpriorCodec, HyperpriorConfig, STREAM_FILTER, STREAM_FILTER_COMPACT, weights,
+    HyperpriorCodec, HyperpriorConfig, STREAM_FILTER, STREAM_FILTER_CLIPPED, STREAM_FILTER_COMPACT,
+    weights,
 };
+
+/// Labels of the restoration filter streams the encoder writes (first and clipped stage).
+const FILTERS: [u8; 2] = [STREAM_FILTER_COMPACT, STREAM_FILTER_CLIPPED];
 
 fn kodak_crop(w: u32, h: u32) -> RgbImage {
     let path = concat!(
@@ -918,7 +922,7 @@ fn the_shipped_codec_codes_a_smaller_picture_where_that_decodes_better() {
     // The size choice is made before the restoration filter (tested on its own below).
     low.container
         .streams
-        .retain(|s| s.label != STREAM_FILTER_COMPACT);
+        .retain(|s| !FILTERS.contains(&s.label));
     assert_ne!(
         low.container.params.extra,
         Vec::<u8>::new(),
@@ -1052,7 +1056,7 @@ fn the_shipped_codec_sends_a_restoration_filter_that_pays_for_its_bits() {
         .decode_image(&parsed, &Limits::default())
         .expect("decode");
     let mut bare = parsed.clone();
-    bare.streams.retain(|s| s.label != STREAM_FILTER_COMPACT);
+    bare.streams.retain(|s| !FILTERS.contains(&s.label));
     let without = codec
         .decode_image(&bare, &Limits::default())
         .expect("decode");
@@ -1071,9 +1075,7 @@ fn the_shipped_codec_sends_a_restoration_filter_that_pays_for_its_bits() {
             "no unfiltered file up to q8 reaches {p_with:.3} dB"
         );
         let mut c = codec.encode_image_auto(&img, q).expect("encode");
-        c.container
-            .streams
-            .retain(|s| s.label != STREAM_FILTER_COMPACT);
+        c.container.streams.retain(|s| !FILTERS.contains(&s.label));
         let back = codec
             .decode_image(&c.container, &Limits::default())
             .expect("decode");
@@ -1138,6 +1140,89 @@ fn the_shipped_codec_sends_a_restoration_filter_that_pays_for_its_bits() {
         .decode_image(&both, &Limits::default())
         .expect_err("two filters");
     assert!(e.to_string().contains("more than one"), "{e}");
+}
+
+#[test]
+fn the_clipped_filter_stage_pays_and_damaged_ones_are_refused() {
+    let codec = HyperpriorCodec::shipped(Backend::Cpu.device()).expect("shipped");
+    let img = kodak_crop(384, 256);
+    let coded = [1.0, 2.0, 4.0]
+        .into_iter()
+        .map(|q| codec.encode_image_auto(&img, q).expect("encode"))
+        .find(|c| {
+            c.container
+                .streams
+                .iter()
+                .any(|s| s.label == STREAM_FILTER_CLIPPED)
+        })
+        .expect("a clipped filter stage at q1, q2 or q4");
+    let bytes = coded.container.to_bytes().expect("bytes");
+    let parsed = Container::parse(&bytes, &Limits::default()).expect("parse");
+    let decode = |file: &Container| codec.decode_image(file, &Limits::default());
+    let with = decode(&parsed).expect("decode");
+    let strip = |file: &Container| {
+        let mut f = file.clone();
+        f.streams.retain(|s| s.label != STREAM_FILTER_CLIPPED);
+        f
+    };
+    let without = decode(&strip(&parsed)).expect("decode without the second stage");
+    let size = |f: &Container| f.to_bytes().expect("bytes").len();
+    // It pays for its bytes at the encoder's trade-off: PSNR up, by more than a few bytes cost.
+    let (p_with, p_without) = (psnr(&img, &with), psnr(&img, &without));
+    assert!(
+        p_with > p_without + 0.005,
+        "{p_with:.4} dB with the clipped stage, {p_without:.4} without"
+    );
+    assert!(size(&parsed) - size(&strip(&parsed)) < 200);
+    let (_, latent) = codec
+        .decode_latent(&parsed, &Limits::default())
+        .expect("latent");
+    assert_eq!(latent.y, coded.y, "it only touches pixels");
+    let edit = |f: &dyn Fn(&mut Container)| {
+        let mut file = parsed.clone();
+        f(&mut file);
+        decode(&file)
+            .expect_err("a damaged clipped stage")
+            .to_string()
+    };
+    let len = parsed
+        .streams
+        .iter()
+        .find(|s| s.label == STREAM_FILTER_CLIPPED)
+        .map(|s| s.data.len())
+        .expect("clipped");
+    for n in [0, 1, len / 2, len - 1] {
+        let e = edit(&|file| {
+            for s in &mut file.streams {
+                if s.label == STREAM_FILTER_CLIPPED {
+                    s.data.truncate(n);
+                }
+            }
+        });
+        assert!(e.contains("restoration filter"), "{n}: {e}");
+    }
+    let e = edit(&|file| {
+        file.streams.retain(|s| s.label != STREAM_FILTER_COMPACT);
+    });
+    assert!(e.contains("without the first filter"), "{e}");
+    let e = edit(&|file| {
+        let second = file
+            .streams
+            .iter()
+            .find(|s| s.label == STREAM_FILTER_CLIPPED)
+            .cloned()
+            .expect("clipped");
+        file.streams.push(second);
+    });
+    assert!(e.contains("more than one clipped"), "{e}");
+    let e = edit(&|file| {
+        for s in &mut file.streams {
+            if s.label == STREAM_FILTER_CLIPPED {
+                s.kind = ncodec_bitstream::StreamKind::Ans32;
+            }
+        }
+    });
+    assert!(e.contains("not raw bytes"), "{e}");
 }
 
 #[test]

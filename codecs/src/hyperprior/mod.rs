@@ -69,6 +69,9 @@ pub const STREAM_FILTER: u8 = 2;
 /// Stream label of the compactly coded restoration filter (raw bytes,
 /// [`wiener::Filter::to_compact_bytes`]). A file holds at most one filter stream of either label.
 pub const STREAM_FILTER_COMPACT: u8 = 3;
+/// Stream label of the optional second, clipped restoration filter, applied after the first
+/// (raw bytes, [`wiener::Filter::to_clipped_bytes`]; only with a first filter, at most one).
+pub const STREAM_FILTER_CLIPPED: u8 = 4;
 
 /// Coded resolutions the encoder chooses from, in eighths of each side (8 = the full image).
 /// Below about 0.6 bpp the 16×16 block transform spends its bits better on a smaller picture
@@ -1035,14 +1038,26 @@ impl HyperpriorCodec {
         decoded: &RgbImage,
         lambda: f64,
     ) -> Coded {
-        if let Some(filter) = wiener::fit(img, decoded, lambda * FILTER_SLOPE) {
-            let (label, data) = match filter.to_compact_bytes() {
-                Some(data) => (STREAM_FILTER_COMPACT, data),
-                None => (STREAM_FILTER, filter.to_bytes()),
-            };
+        let slope = lambda * FILTER_SLOPE;
+        let Some(filter) = wiener::fit(img, decoded, slope) else {
+            return coded;
+        };
+        let (label, data) = match filter.to_compact_bytes() {
+            Some(data) => (STREAM_FILTER_COMPACT, data),
+            None => (STREAM_FILTER, filter.to_bytes()),
+        };
+        coded.container.streams.push(Stream {
+            kind: StreamKind::Raw,
+            label,
+            data,
+        });
+        let filtered = filter.apply(decoded);
+        if let Some(data) =
+            wiener::fit_clipped(img, &filtered, slope).and_then(|f| f.to_clipped_bytes())
+        {
             coded.container.streams.push(Stream {
                 kind: StreamKind::Raw,
-                label,
+                label: STREAM_FILTER_CLIPPED,
                 data,
             });
         }
@@ -1280,6 +1295,17 @@ impl HyperpriorCodec {
             .iter()
             .filter(|s| [STREAM_FILTER, STREAM_FILTER_COMPACT].contains(&s.label));
         let stream = match (filters.next(), filters.next()) {
+            (None, _)
+                if file
+                    .streams
+                    .iter()
+                    .any(|s| s.label == STREAM_FILTER_CLIPPED) =>
+            {
+                return Err(CodecError::Bitstream(BitstreamError::Corrupt {
+                    what: "a clipped restoration filter without the first filter".into(),
+                    offset: 0,
+                }));
+            }
             (None, _) => return Ok(img),
             (Some(stream), None) => stream,
             (Some(_), Some(_)) => {
@@ -1299,7 +1325,25 @@ impl HyperpriorCodec {
         } else {
             wiener::Filter::from_bytes(&stream.data)?
         };
-        Ok(filter.apply(&img))
+        let img = filter.apply(&img);
+        let mut clipped = file
+            .streams
+            .iter()
+            .filter(|s| s.label == STREAM_FILTER_CLIPPED);
+        match (clipped.next(), clipped.next()) {
+            (None, _) => Ok(img),
+            (Some(stream), None) if stream.kind == StreamKind::Raw => {
+                Ok(wiener::Filter::from_clipped_bytes(&stream.data)?.apply(&img))
+            }
+            (Some(_), None) => Err(CodecError::Unsupported(
+                "the clipped restoration filter stream is not raw bytes (a newer or damaged file)"
+                    .into(),
+            )),
+            (Some(_), Some(_)) => Err(CodecError::Bitstream(BitstreamError::Corrupt {
+                what: "more than one clipped restoration filter stream".into(),
+                offset: 0,
+            })),
+        }
     }
 }
 
