@@ -753,25 +753,27 @@ pub fn fit_with(
     lambda: f64,
     compact: bool,
 ) -> Option<Filter> {
-    fit_cost(original, decoded, lambda, compact, 0).map(|(_, f)| f)
+    fit_cost(original, decoded, &classes(decoded), lambda, compact, 0).map(|(_, f)| f)
 }
 
 /// The second, clipped filter stage for the output `filtered` of the first: the filter of least
 /// cost among the clip values of [`CLIPS`] (compact coding), or `None` when none pays for its
 /// bits. Its stream ([`Filter::to_clipped_bytes`]) is the compact coding after one clip byte.
 pub fn fit_clipped(original: &RgbImage, filtered: &RgbImage, lambda: f64) -> Option<Filter> {
+    let fine = classes(filtered);
     CLIPS
         .iter()
-        .filter_map(|&clip| fit_cost(original, filtered, lambda, true, clip))
+        .filter_map(|&clip| fit_cost(original, filtered, &fine, lambda, true, clip))
         .min_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, f)| f)
 }
 
 /// [`fit_with`] with neighbour differences clamped to `±clip` (0: none), and the filter's cost
-/// (bits − `λ·ΔSSE/3`, negative when it pays).
+/// (bits − `λ·ΔSSE/3`, negative when it pays); `fine` holds the finest classes of `decoded`.
 fn fit_cost(
     original: &RgbImage,
     decoded: &RgbImage,
+    fine: &[u8],
     lambda: f64,
     compact: bool,
     clip: u8,
@@ -780,7 +782,6 @@ fn fit_cost(
         return None;
     }
     let (w, h) = (decoded.width() as usize, decoded.height() as usize);
-    let fine = classes(decoded);
     let (orig, raw) = (original.as_raw(), decoded.as_raw());
     // Every `step`-th row, so that large images cost a bounded fit.
     let step = (w * h).div_ceil(FIT_SAMPLES).max(1);
