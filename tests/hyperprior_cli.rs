@@ -398,6 +398,33 @@ fn calibrate_writes_weights_that_code_smaller_files() {
         "calibrated {calibrated} bytes, plain {plain}"
     );
 
+    // The context table's third feature: a table five times as large, whose finer cells code the
+    // calibration symbols in no more bits (reported), and whose files decode.
+    let context_bits = |so: &str| -> f64 {
+        let at = so.find("with the context table ").expect("context report") + 23;
+        so[at..].split_whitespace().next().unwrap().parse().unwrap()
+    };
+    let out = run(&["-q", "1,8", "--quiet", "--context-depth"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let deep_so = text(&out.stdout);
+    let deep = weights::scale_map_of(&std::fs::read(&cal).unwrap())
+        .unwrap()
+        .unwrap();
+    assert!(deep.context_depth && !map.context_depth);
+    assert_eq!(deep.context.len(), 5 * map.context.len());
+    assert!(
+        context_bits(&deep_so) <= context_bits(&so),
+        "{deep_so}\nagainst\n{so}"
+    );
+    assert!(size(&cal, "deep.ncd") > 0);
+    let out = run(&["--no-context", "--context-depth"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("cannot be used with"),
+        "{}",
+        text(&out.stderr)
+    );
+
     let out = run(&["-q", "4", "--quiet", "--no-context", "--no-z-tables"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let map = weights::scale_map_of(&std::fs::read(&cal).unwrap())

@@ -302,7 +302,7 @@ fn files_decode_identically_across_backends() {
     use ncodec_codecs::hyperprior::predict::PredictionStats;
     let (plain, bytes) = tiny_codec(Backend::Cpu);
     let img = kodak_crop(96, 80);
-    // Weights calibrated like shipped ones (latent predictor, map, context table), so that the
+    // Weights calibrated like shipped ones (latent predictor, map, three-feature context table), so that the
     // sequential context decoder and the predictor's reconstruction are checked too.
     let (m, levels) = (plain.config().m, plain.y_model().scales().len());
     let y = plain.analysis(&img).expect("analysis");
@@ -317,7 +317,7 @@ fn files_decode_identically_across_backends() {
         .expect("calibration");
     let mut map = first.fit(plain.y_model());
     map.predict = Some(predictor);
-    let mut second = ContextCalibration::new(m, levels);
+    let mut second = ContextCalibration::new(m, levels, true);
     plain
         .add_to_context_calibration(&y, 5.0, &map, &mut second)
         .expect("context");
@@ -679,7 +679,7 @@ fn a_context_table_round_trips_through_the_sequential_decoder() {
         codec.add_to_calibration(&y, q, None, &mut first).unwrap();
     }
     let map = first.fit(codec.y_model());
-    let mut second = ContextCalibration::new(m, levels);
+    let mut second = ContextCalibration::new(m, levels, true);
     for q in [1.0, 8.0] {
         codec
             .add_to_context_calibration(&y, q, &map, &mut second)

@@ -42,6 +42,10 @@ pub struct CalibrateArgs {
     /// context model).
     #[arg(long)]
     pub no_context: bool,
+    /// Give the context table a third feature: the magnitudes of the 8 channels before a latent at
+    /// its position (a table 5× as large).
+    #[arg(long, conflicts_with = "no_context")]
+    pub context_depth: bool,
     /// Fit no latent predictor (each latent's residual is coded as it is, not what its already
     /// coded neighbours fail to predict).
     #[arg(long)]
@@ -181,6 +185,7 @@ pub fn run(
         CalibrateOptions {
             predict: !args.no_predict,
             context: !args.no_context,
+            context_depth: args.context_depth,
             z_tables: !args.no_z_tables,
         },
         &tick,

@@ -49,6 +49,8 @@ pub struct CalibrateOptions {
     pub predict: bool,
     /// The context table.
     pub context: bool,
+    /// The context table's third feature (see `ScaleMap::context_depth`).
+    pub context_depth: bool,
     /// Per quality bucket and channel, the scale of the `ẑ` tables
     /// ([`ncodec_codecs::hyperprior::calibrate::ZCalibration`]).
     pub z_tables: bool,
@@ -158,7 +160,7 @@ pub fn calibrate_hyperprior(
     let y_model = family.model();
     let y_model = &y_model;
     let (map, bits_after) = if options.context {
-        let mut second = ContextCalibration::new(m, levels);
+        let mut second = ContextCalibration::new(m, levels, options.context_depth);
         for y in &latents {
             for &q in qualities {
                 codec

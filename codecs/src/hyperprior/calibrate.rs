@@ -29,6 +29,10 @@
 //! and their 64 calibration photos (before the latent predictor) the map saved 23.0 % of `y`'s bits
 //! and the context table another 7.5 %.
 //!
+//! With `ncodec calibrate --context-depth` the table has a third feature ([`context_depth_bin`]):
+//! the magnitudes of the 8 channels before the symbol at its own position, i.e. how busy its
+//! block has been so far.
+//!
 //! Before both, `ncodec calibrate` fits the weights' latent predictor ([`super::predict`]), so the
 //! map and the context table are fitted on the symbols the predictor leaves; the predictor rides
 //! in the same [`ScaleMap`] (`predict`).
@@ -57,6 +61,13 @@ pub const CONTEXT_BINS: usize = 8;
 const EDGES: [u64; CONTEXT_BINS - 1] = [1, 2, 3, 5, 9, 17, 33];
 /// Largest context shift tried (table steps).
 const MAX_CONTEXT_SHIFT: i32 = 24;
+/// Preceding channels whose symbols at the same position make the optional third context feature
+/// ([`context_depth_bin`]).
+pub const DEPTH_CHANNELS: usize = 8;
+/// Bins of the third context feature.
+pub const DEPTH_BINS: usize = 5;
+/// The third feature `f` falls in bin `#{e in DEPTH_EDGES : e <= f}`: 0, 1, 2–3, 4–7, 8+.
+const DEPTH_EDGES: [u64; DEPTH_BINS - 1] = [1, 2, 4, 8];
 
 fn bin(f: u64) -> usize {
     EDGES.iter().filter(|&&e| e <= f).count()
@@ -99,16 +110,50 @@ pub fn context_bins(
     (bin(prev), bin(causal))
 }
 
-/// Entries of the context table for `channels` latent channels and a table of `levels` scales.
-pub fn context_len(channels: usize, levels: usize) -> usize {
-    channels.div_ceil(CONTEXT_GROUP) * levels.div_ceil(CONTEXT_BUCKET) * CONTEXT_BINS * CONTEXT_BINS
+/// The third context bin of symbol `(c, i, j)` (see [`ScaleMap::context_depth`]): the magnitudes of
+/// the [`DEPTH_CHANNELS`] channels before `c` at the same position, which precede it in coding
+/// order. How much of its block the lower channels have already coded tells how busy the block is,
+/// at the latent's own resolution (`h_s` sees one value per 4×4 latents).
+pub fn context_depth_bin(sym: &[i32], c: usize, i: usize, j: usize, h: usize, w: usize) -> usize {
+    let plane = h * w;
+    let at = i * w + j;
+    let sum: u64 = (c.saturating_sub(DEPTH_CHANNELS)..c)
+        .map(|k| u64::from(sym[k * plane + at].unsigned_abs()))
+        .sum();
+    DEPTH_EDGES.iter().filter(|&&e| e <= sum).count()
 }
 
-fn context_cell(levels: usize, c: usize, mapped: u16, bins: (usize, usize)) -> usize {
+/// Context bins per (channel group, index bucket) cell: the two [`context_bins`], and
+/// [`DEPTH_BINS`] more with the third feature.
+fn bins_per_bucket(depth: bool) -> usize {
+    CONTEXT_BINS * CONTEXT_BINS * if depth { DEPTH_BINS } else { 1 }
+}
+
+/// Entries of the context table for `channels` latent channels and a table of `levels` scales,
+/// with or without the third feature (`depth`).
+pub fn context_len(channels: usize, levels: usize, depth: bool) -> usize {
+    channels.div_ceil(CONTEXT_GROUP) * levels.div_ceil(CONTEXT_BUCKET) * bins_per_bucket(depth)
+}
+
+/// The cell of channel `c` at mapped index `mapped` with the two context `bins` and, with the
+/// third feature, its bin `depth` (`None` without it).
+fn context_cell(
+    levels: usize,
+    c: usize,
+    mapped: u16,
+    bins: (usize, usize),
+    depth: Option<usize>,
+) -> usize {
     let buckets = levels.div_ceil(CONTEXT_BUCKET);
-    (((c / CONTEXT_GROUP) * buckets + usize::from(mapped) / CONTEXT_BUCKET) * CONTEXT_BINS + bins.0)
+    let two = (((c / CONTEXT_GROUP) * buckets + usize::from(mapped) / CONTEXT_BUCKET)
         * CONTEXT_BINS
-        + bins.1
+        + bins.0)
+        * CONTEXT_BINS
+        + bins.1;
+    match depth {
+        Some(d) => two * DEPTH_BINS + d,
+        None => two,
+    }
 }
 
 /// The per-channel index map, `channels × levels` integers below `levels`.
@@ -124,6 +169,11 @@ pub struct ScaleMap {
     /// (channel group, bucket of `map[c][i]`, the two [`context_bins`]), clamped to the table.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub context: Vec<i8>,
+    /// Whether the context table has the third feature ([`context_depth_bin`]): then its cells
+    /// are (channel group, bucket, the two [`context_bins`], the depth bin), [`DEPTH_BINS`] times
+    /// as many.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub context_depth: bool,
     /// The shape of the `y` tables (Gaussian unless the calibration found Laplace tables cheaper).
     #[serde(default, skip_serializing_if = "TableFamily::is_gaussian")]
     pub family: TableFamily,
@@ -162,6 +212,11 @@ pub enum TableFamily {
     Laplace,
 }
 
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_false(v: &bool) -> bool {
+    !*v
+}
+
 impl TableFamily {
     fn is_gaussian(&self) -> bool {
         *self == Self::Gaussian
@@ -197,6 +252,7 @@ impl ScaleMap {
         Self {
             map: vec![(0..levels as u16).collect(); channels],
             context: Vec::new(),
+            context_depth: false,
             family: TableFamily::Gaussian,
             predict: None,
             z_tables: Vec::new(),
@@ -230,8 +286,11 @@ impl ScaleMap {
                 return Err(format!("the scale map's channel {c} is not non-decreasing"));
             }
         }
+        if self.context_depth && self.context.is_empty() {
+            return Err("the scale map has a third context feature but no context table".into());
+        }
         if !self.context.is_empty() {
-            let want = context_len(channels, levels);
+            let want = context_len(channels, levels, self.context_depth);
             if self.context.len() != want {
                 return Err(format!(
                     "the scale map's context table has {} entries, not {want}",
@@ -273,15 +332,17 @@ impl ScaleMap {
         !self.context.is_empty()
     }
 
-    /// The coded index of channel `c` with the mapped index `mapped` (from [`Self::apply`]) and
-    /// the context `bins`; `mapped` itself without a context table.
+    /// The coded index of channel `c` with the mapped index `mapped` (from [`Self::apply`]), the
+    /// context `bins` and the third feature's bin `depth` (ignored without it); `mapped` itself
+    /// without a context table.
     #[inline]
-    pub fn context_index(&self, c: usize, mapped: u16, bins: (usize, usize)) -> u16 {
+    pub fn context_index(&self, c: usize, mapped: u16, bins: (usize, usize), depth: usize) -> u16 {
         if self.context.is_empty() {
             return mapped;
         }
         let levels = self.map[c].len();
-        let shift = self.context[context_cell(levels, c, mapped, bins)];
+        let depth = self.context_depth.then_some(depth);
+        let shift = self.context[context_cell(levels, c, mapped, bins, depth)];
         (i32::from(mapped) + i32::from(shift)).clamp(0, levels as i32 - 1) as u16
     }
 
@@ -291,7 +352,13 @@ impl ScaleMap {
     #[inline]
     pub fn coded_index(&self, sym: &[i32], k: usize, mapped: u16, h: usize, w: usize) -> u16 {
         let (c, p) = (k / (h * w), k % (h * w));
-        self.context_index(c, mapped, context_bins(sym, c, p / w, p % w, h, w))
+        let (i, j) = (p / w, p % w);
+        let depth = if self.context_depth {
+            context_depth_bin(sym, c, i, j, h, w)
+        } else {
+            0
+        };
+        self.context_index(c, mapped, context_bins(sym, c, i, j, h, w), depth)
     }
 
     /// Maps the predicted indices of channel-major latents of `plane` positions in place.
@@ -610,6 +677,7 @@ impl Calibration {
         ScaleMap {
             map,
             context: Vec::new(),
+            context_depth: false,
             family: TableFamily::from(y.family()),
             predict: None,
             z_tables: Vec::new(),
@@ -685,6 +753,8 @@ fn monotone_fit(cost: &[Vec<f64>], shift: i64) -> Vec<u16> {
 pub struct ContextCalibration {
     channels: usize,
     levels: usize,
+    /// Whether the table fitted has the third feature.
+    depth: bool,
     /// `hist[((cell·BUCKET + mapped % BUCKET)·(2·HIST + 1)) + v + HIST]`.
     hist: Vec<u64>,
     /// `(cell, mapped index, v)` of the symbols outside the histogram (rare).
@@ -692,12 +762,14 @@ pub struct ContextCalibration {
 }
 
 impl ContextCalibration {
-    /// Empty statistics for `channels` latent channels and a table of `levels` scales.
-    pub fn new(channels: usize, levels: usize) -> Self {
-        let cells = context_len(channels, levels);
+    /// Empty statistics for `channels` latent channels and a table of `levels` scales, for a
+    /// table with (`depth`) or without the third feature.
+    pub fn new(channels: usize, levels: usize, depth: bool) -> Self {
+        let cells = context_len(channels, levels, depth);
         Self {
             channels,
             levels,
+            depth,
             hist: vec![0; cells * CONTEXT_BUCKET * (2 * HIST as usize + 1)],
             outside: Vec::new(),
         }
@@ -719,11 +791,14 @@ impl ContextCalibration {
         for (k, (&v, &j)) in symbols.iter().zip(mapped).enumerate() {
             assert!(usize::from(j) < self.levels, "index beyond the table");
             let (c, p) = (k / (h * w), k % (h * w));
+            let (pi, pj) = (p / w, p % w);
             let cell = context_cell(
                 self.levels,
                 c,
                 j,
-                context_bins(symbols, c, p / w, p % w, h, w),
+                context_bins(symbols, c, pi, pj, h, w),
+                self.depth
+                    .then(|| context_depth_bin(symbols, c, pi, pj, h, w)),
             );
             if (-HIST..=HIST).contains(&v) {
                 let slot = cell * CONTEXT_BUCKET + usize::from(j) % CONTEXT_BUCKET;
@@ -737,7 +812,7 @@ impl ContextCalibration {
     /// `cost[cell·(2·MAX + 1) + shift + MAX]`: bits of the symbols outside the histogram.
     fn outside_costs(&self, y: &GaussianConditional) -> Vec<f64> {
         let shifts = 2 * MAX_CONTEXT_SHIFT as usize + 1;
-        let mut cost = vec![0.0; context_len(self.channels, self.levels) * shifts];
+        let mut cost = vec![0.0; context_len(self.channels, self.levels, self.depth) * shifts];
         for &(cell, j, v) in &self.outside {
             for s in 0..shifts {
                 let t = shifted(j, s as i32 - MAX_CONTEXT_SHIFT, self.levels);
@@ -751,7 +826,7 @@ impl ContextCalibration {
     fn cell_cost(&self, cell: usize, s: usize, bits: &[Vec<f64>], outside: &[f64]) -> f64 {
         let (l, width) = (self.levels, 2 * HIST as usize + 1);
         let shifts = 2 * MAX_CONTEXT_SHIFT as usize + 1;
-        let bucket = (cell / (CONTEXT_BINS * CONTEXT_BINS)) % l.div_ceil(CONTEXT_BUCKET);
+        let bucket = (cell / bins_per_bucket(self.depth)) % l.div_ceil(CONTEXT_BUCKET);
         let mut total = outside[cell * shifts + s];
         for r in 0..CONTEXT_BUCKET {
             let j = bucket * CONTEXT_BUCKET + r;
@@ -774,7 +849,7 @@ impl ContextCalibration {
     /// `map` validated for this shape).
     pub fn bits(&self, map: &ScaleMap, y: &GaussianConditional) -> f64 {
         let (bits, outside) = (bits_table(y, self.levels), self.outside_costs(y));
-        (0..context_len(self.channels, self.levels))
+        (0..context_len(self.channels, self.levels, self.depth))
             .map(|cell| {
                 let shift = map.context.get(cell).map_or(0, |&v| i32::from(v));
                 self.cell_cost(cell, (shift + MAX_CONTEXT_SHIFT) as usize, &bits, &outside)
@@ -787,7 +862,7 @@ impl ContextCalibration {
         let (bits, outside) = (bits_table(y, self.levels), self.outside_costs(y));
         let shifts = 2 * MAX_CONTEXT_SHIFT as usize + 1;
         let zero = MAX_CONTEXT_SHIFT as usize;
-        let context = (0..context_len(self.channels, self.levels))
+        let context = (0..context_len(self.channels, self.levels, self.depth))
             .map(|cell| {
                 // Shift 0 unless another is strictly better (an empty cell keeps 0).
                 let (mut best, mut best_cost) = (zero, self.cell_cost(cell, zero, &bits, &outside));
@@ -803,6 +878,7 @@ impl ContextCalibration {
         ScaleMap {
             map: map.map.clone(),
             context,
+            context_depth: self.depth,
             family: map.family,
             predict: map.predict.clone(),
             z_tables: map.z_tables.clone(),
@@ -891,7 +967,21 @@ mod tests {
             );
             // Reading past the decoded prefix would panic here.
             assert_eq!(context_bins(&sym[..k], ch, p / w, p % w, h, w), at);
+            let depth = context_depth_bin(&sym, ch, p / w, p % w, h, w);
+            assert_eq!(context_depth_bin(&later, ch, p / w, p % w, h, w), depth);
+            assert_eq!(context_depth_bin(&sym[..k], ch, p / w, p % w, h, w), depth);
         }
+        // The depth bin counts the magnitudes of the channels before, at the same position.
+        let mut sym = vec![0i32; 12 * h * w];
+        assert_eq!(context_depth_bin(&sym, 11, 2, 3, h, w), 0);
+        sym[10 * h * w + 2 * w + 3] = -3;
+        assert_eq!(context_depth_bin(&sym, 11, 2, 3, h, w), 2);
+        assert_eq!(context_depth_bin(&sym, 11, 2, 4, h, w), 0);
+        sym[3 * h * w + 2 * w + 3] = 5;
+        assert_eq!(context_depth_bin(&sym, 11, 2, 3, h, w), 4);
+        assert_eq!(context_depth_bin(&sym, 4, 2, 3, h, w), 3);
+        // Channel 3 is 9 channels before channel 12: outside its window.
+        assert_eq!(context_depth_bin(&sym, 12, 2, 3, h, w), 2);
         assert_eq!(bin(0), 0);
         assert_eq!(bin(4), 3);
         assert_eq!(bin(1 << 40), CONTEXT_BINS - 1);
@@ -919,7 +1009,7 @@ mod tests {
             }
         }
         let mapped = vec![30u16; h * w];
-        let mut stats = ContextCalibration::new(1, levels);
+        let mut stats = ContextCalibration::new(1, levels, false);
         stats.add(&sym, &mapped, h, w);
         let map = ScaleMap::identity(1, levels);
         let fitted = stats.fit(&map, &y);
@@ -927,8 +1017,8 @@ mod tests {
         assert!(fitted.has_context());
         assert!(stats.bits(&fitted, &y) < 0.95 * stats.bits(&map, &y));
         // Quiet neighbours get smaller scales than loud ones.
-        let quiet = fitted.context_index(0, 30, (0, 0));
-        let loud = fitted.context_index(0, 30, (0, CONTEXT_BINS - 1));
+        let quiet = fitted.context_index(0, 30, (0, 0), 0);
+        let loud = fitted.context_index(0, 30, (0, CONTEXT_BINS - 1), 0);
         assert!(quiet < loud, "{quiet} vs {loud}");
     }
 
@@ -1039,11 +1129,22 @@ mod tests {
         m.map[1].pop();
         assert!(m.validate(3, 64).is_err());
         let mut c = ScaleMap::identity(3, 64);
-        c.context = vec![0; context_len(3, 64) - 1];
+        c.context = vec![0; context_len(3, 64, false) - 1];
         assert!(c.validate(3, 64).unwrap_err().contains("context table"));
-        c.context = vec![25; context_len(3, 64)];
+        c.context = vec![25; context_len(3, 64, false)];
         assert!(c.validate(3, 64).is_err());
-        c.context = vec![-3; context_len(3, 64)];
+        c.context = vec![-3; context_len(3, 64, false)];
         assert!(c.validate(3, 64).is_ok() && c.has_context() && !c.is_identity());
+        // The third feature needs a table of its size.
+        c.context_depth = true;
+        assert!(c.validate(3, 64).unwrap_err().contains("context table"));
+        c.context = vec![-3; context_len(3, 64, true)];
+        assert!(c.validate(3, 64).is_ok());
+        c.context.clear();
+        assert!(
+            c.validate(3, 64)
+                .unwrap_err()
+                .contains("third context feature")
+        );
     }
 }
