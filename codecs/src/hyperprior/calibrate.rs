@@ -1023,6 +1023,49 @@ mod tests {
     }
 
     #[test]
+    fn the_depth_feature_finds_a_dependence_on_the_channels_before() {
+        // Channel 1 is loud exactly where channel 0 is, at the same position (channel 0 is random
+        // noise): the two-feature context sees channel 0 only summed over the 3×3 neighbourhood,
+        // the third feature at the position itself.
+        let y = GaussianConditional::default();
+        let levels = y.scales().len();
+        let (h, w) = (48, 48);
+        let mut state = 7u64;
+        let mut next = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as i64
+        };
+        let mut sym = vec![0i32; 2 * h * w];
+        for p in 0..h * w {
+            if next() % 3 == 0 {
+                sym[p] = 4;
+                sym[h * w + p] = (next() % 61 - 30) as i32;
+            }
+        }
+        let mapped = vec![30u16; 2 * h * w];
+        let map = ScaleMap::identity(2, levels);
+        let fit = |depth: bool| {
+            let mut stats = ContextCalibration::new(2, levels, depth);
+            stats.add(&sym, &mapped, h, w);
+            let fitted = stats.fit(&map, &y);
+            fitted.validate(2, levels).expect("shape");
+            (stats.bits(&fitted, &y), fitted)
+        };
+        let ((two, _), (three, fitted)) = (fit(false), fit(true));
+        assert!(fitted.context_depth);
+        assert!(
+            three < 0.9 * two,
+            "{two} bits with two features, {three} with three"
+        );
+        // Channel 1 after a silent channel 0 gets a smaller scale than after a loud one.
+        let quiet = fitted.context_index(1, 30, (0, 0), 0);
+        let loud = fitted.context_index(1, 30, (0, 0), 3);
+        assert!(quiet < loud, "{quiet} vs {loud}");
+    }
+
+    #[test]
     fn the_z_fit_finds_the_scale_of_each_bucket_and_channel() {
         // A family where scale k is a discretized Laplace of width 8·2^(−k/4): symbols drawn with
         // k = 8 in channel 0 and k = −4 in channel 1 of bucket 2; nothing elsewhere.
