@@ -894,6 +894,16 @@ fn shifted(j: u16, s: i32, levels: usize) -> u16 {
 mod tests {
     use super::*;
 
+    /// A small deterministic generator of non-negative numbers (a 64-bit LCG's high bits).
+    fn lcg(mut state: u64) -> impl FnMut() -> i64 {
+        move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as i64
+        }
+    }
+
     #[test]
     fn unknown_scale_map_fields_are_refused() {
         let known = r#"{"map": [[0, 1]], "family": "laplace"}"#;
@@ -993,13 +1003,7 @@ mod tests {
         let y = GaussianConditional::default();
         let levels = y.scales().len();
         let (h, w) = (40, 40);
-        let mut state = 99u64;
-        let mut next = || {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (state >> 33) as i64
-        };
+        let mut next = lcg(99u64);
         let mut sym = vec![0i32; h * w];
         for i in 0..h {
             for j in 0..w {
@@ -1030,13 +1034,7 @@ mod tests {
         let y = GaussianConditional::default();
         let levels = y.scales().len();
         let (h, w) = (48, 48);
-        let mut state = 7u64;
-        let mut next = || {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (state >> 33) as i64
-        };
+        let mut next = lcg(7u64);
         let mut sym = vec![0i32; 2 * h * w];
         for p in 0..h * w {
             if next() % 3 == 0 {
