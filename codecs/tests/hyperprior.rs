@@ -1256,6 +1256,13 @@ fn scaling_the_steps_of_some_channels_changes_only_their_gains() {
         }
     }
     assert_ne!(before.model_id(), after.model_id());
+    // The same rescaling writes the same bytes (parameter ids included): a calibration command
+    // with step factors is reproducible down to the model id.
+    let again = |model: ncodec_codecs::hyperprior::Hyperprior| {
+        let scaled = model.scale_steps(1..3, 2.0, &device).expect("scale");
+        weights::to_bytes(&scaled, &cfg, true).expect("serialize")
+    };
+    assert!(again(model.clone()) == again(model.clone()), "bytes differ");
     // At the top level only: the first level keeps its steps.
     let top = cfg.levels;
     let at_top = codec(

@@ -776,8 +776,12 @@ impl Hyperprior {
                         0.0
                     }
             });
-            *table =
-                Param::from_tensor(Tensor::from_data(TensorData::new(data, [count, m]), device));
+            // The parameter keeps its id: the rescaled weights file then depends only on the
+            // values, so the same command writes the same bytes (and model id) every time.
+            *table = Param::initialized(
+                table.id,
+                Tensor::from_data(TensorData::new(data, [count, m]), device),
+            );
         }
         Ok(self)
     }
