@@ -417,6 +417,47 @@ fn calibrate_writes_weights_that_code_smaller_files() {
         "{deep_so}\nagainst\n{so}"
     );
     assert!(size(&cal, "deep.ncd") > 0);
+    // Candidate context features, measured by cross-validation: held-out never below in-sample,
+    // and the shipped third feature's finer cells fit at least as well as two features.
+    let out = run(&[
+        "-q",
+        "1,8",
+        "--quiet",
+        "--context-depth",
+        "--screen-context",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let so = text(&out.stdout);
+    let row = |name: &str| -> (f64, f64) {
+        let line = so
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no row {name} in {so}"));
+        let v: Vec<f64> = line
+            .split_whitespace()
+            .skip(1)
+            .map(|x| x.parse().unwrap())
+            .collect();
+        (v[0], v[1])
+    };
+    for name in [
+        "two",
+        "depth",
+        "depth+g8",
+        "depth+low4",
+        "depth+wide",
+        "depth+phase",
+        "depth+far16",
+    ] {
+        let (held_out, in_sample) = row(name);
+        assert!(held_out >= in_sample && in_sample > 0.0, "{name}: {so}");
+    }
+    assert!(row("depth").1 <= row("two").1, "{so}");
+    assert!(so.contains("a free histogram per cell and index"), "{so}");
+    let screened = weights::scale_map_of(&std::fs::read(&cal).unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(screened, deep, "screening leaves the table alone");
     let out = run(&["--no-context", "--context-depth"]);
     assert!(!out.status.success());
     assert!(

@@ -61,6 +61,11 @@ pub struct CalibrateArgs {
     /// model id does too.
     #[arg(long, value_parser = parse_step_scale)]
     pub step_scale: Vec<StepScale>,
+    /// Also measure candidate third context features by two-fold cross-validation over the
+    /// images and print bits per symbol for each (a development tool: the weights written are
+    /// the same; about 7 GB more memory at the default size).
+    #[arg(long, conflicts_with = "no_context")]
+    pub screen_context: bool,
 }
 
 /// One `--step-scale`: channels, quality levels (1-based, end excluded; `None` for all) and the
@@ -187,6 +192,7 @@ pub fn run(
             context: !args.no_context,
             context_depth: args.context_depth,
             z_tables: !args.no_z_tables,
+            screen_context: args.screen_context,
         },
         &tick,
     )
@@ -232,6 +238,28 @@ pub fn run(
         report.z_bits_after,
         100.0 * (report.z_bits_after / report.z_bits_before.max(1.0) - 1.0)
     );
+    if !report.screened.is_empty() {
+        println!(
+            "context features, bits per y symbol (two-fold cross-validation, even/odd images):"
+        );
+        println!("  {:<14} {:>9} {:>10}", "feature", "held-out", "in-sample");
+        for f in &report.screened {
+            println!(
+                "  {:<14} {:>9.4} {:>10.4}",
+                f.name,
+                per(f.held_out),
+                per(f.in_sample)
+            );
+        }
+    }
+    if let (Some(free), Some(family)) = (report.free_slot_bits, report.family_per_cell_bits) {
+        println!(
+            "the written table's symbols in-sample: {:.4} bits per symbol; with Gaussian or Laplace chosen per cell {:.4}; a free histogram per cell and index {:.4}",
+            per(report.bits_after),
+            per(family),
+            per(free)
+        );
+    }
     Ok(())
 }
 

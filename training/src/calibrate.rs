@@ -40,6 +40,28 @@ pub struct CalibrationReport {
     /// Bits of the same symbols under the calibrated `ẑ` tables (equal to `z_bits_before` without
     /// `z_tables`).
     pub z_bits_after: f64,
+    /// With `screen_context`: the candidate third context features, measured.
+    pub screened: Vec<ScreenedFeature>,
+    /// With `screen_context`: the bits (in-sample) of the context table's symbols with a free
+    /// histogram per (cell, mapped index), a bound on what any table shape could gain.
+    pub free_slot_bits: Option<f64>,
+    /// With `screen_context`: the bits (in-sample) with the better of Gaussian and Laplace tables
+    /// chosen per cell of the context table.
+    pub family_per_cell_bits: Option<f64>,
+}
+
+/// One candidate third context feature measured by two-fold cross-validation over the calibration
+/// photos (even and odd images): each fold's table is fitted on its own symbols and costed on the
+/// other's. Finer cells always fit their own symbols better; only `held_out` tells whether they
+/// generalize.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScreenedFeature {
+    /// Its name (see `ncodec calibrate --screen-context`).
+    pub name: &'static str,
+    /// Bits of all `y` symbols, each fold coded with the table fitted on the other.
+    pub held_out: f64,
+    /// Bits of all `y` symbols, each fold coded with its own table.
+    pub in_sample: f64,
 }
 
 /// What a calibration fits besides the per-channel map.
@@ -54,6 +76,9 @@ pub struct CalibrateOptions {
     /// Per quality bucket and channel, the scale of the `ẑ` tables
     /// ([`ncodec_codecs::hyperprior::calibrate::ZCalibration`]).
     pub z_tables: bool,
+    /// Also measure candidate third context features ([`ScreenedFeature`]; a development tool:
+    /// the table written is unchanged, and memory grows by about 7 GB at the default size).
+    pub screen_context: bool,
 }
 
 /// Every `len / n`-th of `len` items (all of them if `n >= len`), spread evenly.
@@ -159,14 +184,46 @@ pub fn calibrate_hyperprior(
         .ok_or("no family")?;
     let y_model = family.model();
     let y_model = &y_model;
+    let mut screened = Vec::new();
+    let mut bounds = None;
     let (map, bits_after) = if options.context {
         let mut second = ContextCalibration::new(m, levels, options.context_depth);
-        for y in &latents {
+        let candidates = if options.screen_context {
+            screen::candidates()
+        } else {
+            Vec::new()
+        };
+        // Two folds per candidate: even and odd images.
+        let mut folds: Vec<[ContextCalibration; 2]> = candidates
+            .iter()
+            .map(|&(_, f)| {
+                [
+                    ContextCalibration::with_feature(m, levels, f),
+                    ContextCalibration::with_feature(m, levels, f),
+                ]
+            })
+            .collect();
+        for (n, y) in latents.iter().enumerate() {
             for &q in qualities {
+                let mut all: Vec<&mut ContextCalibration> = vec![&mut second];
+                all.extend(folds.iter_mut().map(|f| &mut f[n % 2]));
                 codec
-                    .add_to_context_calibration(y, q, &map, &mut second)
+                    .add_to_context_calibrations(y, q, &map, &mut all)
                     .map_err(|e| e.to_string())?;
             }
+        }
+        screened = candidates
+            .iter()
+            .zip(&folds)
+            .map(|(&(name, _), [a, b])| ScreenedFeature {
+                name,
+                held_out: a.cross_bits(b, y_model) + b.cross_bits(a, y_model),
+                in_sample: a.cross_bits(a, y_model) + b.cross_bits(b, y_model),
+            })
+            .collect();
+        if options.screen_context {
+            let (g, l) = (TableFamily::Gaussian.model(), TableFamily::Laplace.model());
+            bounds = Some(second.diagnose(&[&g, &l]));
         }
         let with = second.fit(&map, y_model);
         let bits = second.bits(&with, y_model);
@@ -216,6 +273,89 @@ pub fn calibrate_hyperprior(
         bits_after,
         z_bits_before,
         z_bits_after,
+        screened,
+        free_slot_bits: bounds.map(|b| b.0),
+        family_per_cell_bits: bounds.map(|b| b.1),
     };
     Ok((map, report))
+}
+
+/// Candidate third context features for `--screen-context`. Each is a drop-in for the shipped third
+/// feature (`ncodec_codecs::hyperprior::calibrate::context_depth_bin`), most of them that feature split further:
+/// - `two`: none (the two-feature table);
+/// - `depth`: the shipped one (magnitudes of the 8 channels before, at the position; 5 bins);
+/// - `depth+g8`: and channel groups of 8 instead of 16;
+/// - `depth+low4`: and the magnitudes of channels 0–3 at the position (4 bins);
+/// - `depth+wide`: and the up-left, up-right, left-left and up-up neighbours in the channel;
+/// - `depth+phase`: and whether the position is on the edge of its 4×4 cell of `ẑ`;
+/// - `depth+far16`: and the magnitudes of the 16 channels before those 8, at the position.
+mod screen {
+    use ncodec_codecs::hyperprior::calibrate::{ThirdFeature, context_depth_bin};
+    fn bin4(f: u64) -> usize {
+        [1u64, 2, 4].iter().filter(|&&e| e <= f).count()
+    }
+
+    fn none(_: &[i32], _: usize, _: usize, _: usize, _: usize, _: usize) -> usize {
+        0
+    }
+
+    fn depth(s: &[i32], c: usize, i: usize, j: usize, h: usize, w: usize) -> usize {
+        context_depth_bin(s, c, i, j, h, w)
+    }
+
+    fn depth_g8(s: &[i32], c: usize, i: usize, j: usize, h: usize, w: usize) -> usize {
+        depth(s, c, i, j, h, w) * 2 + (c / 8) % 2
+    }
+
+    fn depth_low4(s: &[i32], c: usize, i: usize, j: usize, h: usize, w: usize) -> usize {
+        let at = i * w + j;
+        let low: u64 = (0..c.min(4))
+            .map(|k| u64::from(s[k * h * w + at].unsigned_abs()))
+            .sum();
+        depth(s, c, i, j, h, w) * 4 + bin4(low)
+    }
+
+    fn depth_wide(s: &[i32], c: usize, i: usize, j: usize, h: usize, w: usize) -> usize {
+        let base = c * h * w;
+        let mag = |ii: usize, jj: usize| u64::from(s[base + ii * w + jj].unsigned_abs());
+        let mut f = 0;
+        if i > 0 && j > 0 {
+            f += mag(i - 1, j - 1);
+        }
+        if i > 0 && j + 1 < w {
+            f += mag(i - 1, j + 1);
+        }
+        if j > 1 {
+            f += mag(i, j - 2);
+        }
+        if i > 1 {
+            f += mag(i - 2, j);
+        }
+        depth(s, c, i, j, h, w) * 4 + bin4(f)
+    }
+
+    fn depth_phase(s: &[i32], c: usize, i: usize, j: usize, h: usize, w: usize) -> usize {
+        let edge = |x: usize| usize::from(x.is_multiple_of(4) || x % 4 == 3);
+        depth(s, c, i, j, h, w) * 4 + edge(i) * 2 + edge(j)
+    }
+
+    fn depth_far16(s: &[i32], c: usize, i: usize, j: usize, h: usize, w: usize) -> usize {
+        let at = i * w + j;
+        let far: u64 = (c.saturating_sub(24)..c.saturating_sub(8))
+            .map(|k| u64::from(s[k * h * w + at].unsigned_abs()))
+            .sum();
+        depth(s, c, i, j, h, w) * 4 + bin4(far)
+    }
+
+    pub(super) fn candidates() -> Vec<(&'static str, ThirdFeature)> {
+        vec![
+            ("two", (1, none)),
+            ("depth", (5, depth)),
+            ("depth+g8", (10, depth_g8)),
+            ("depth+low4", (20, depth_low4)),
+            ("depth+wide", (20, depth_wide)),
+            ("depth+phase", (20, depth_phase)),
+            ("depth+far16", (20, depth_far16)),
+        ]
+    }
 }

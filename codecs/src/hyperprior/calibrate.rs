@@ -33,6 +33,10 @@
 //! the magnitudes of the 8 channels before the symbol at its own position, i.e. how busy its
 //! block has been so far.
 //!
+//! Candidate features are measured before they become a format: [`ContextCalibration::with_feature`]
+//! gathers the statistics of a table with another third feature, and [`ContextCalibration::cross_bits`]
+//! codes one set of photos with the table fitted on another (`ncodec calibrate --screen-context`).
+//!
 //! Before both, `ncodec calibrate` fits the weights' latent predictor ([`super::predict`]), so the
 //! map and the context table are fitted on the symbols the predictor leaves; the predictor rides
 //! in the same [`ScaleMap`] (`predict`).
@@ -144,17 +148,36 @@ fn context_cell(
     bins: (usize, usize),
     depth: Option<usize>,
 ) -> usize {
+    match depth {
+        Some(d) => cell_of(levels, c, mapped, bins, d, DEPTH_BINS),
+        None => cell_of(levels, c, mapped, bins, 0, 1),
+    }
+}
+
+/// [`context_cell`] with a third feature of `third_bins` bins (1: none) in bin `third`.
+fn cell_of(
+    levels: usize,
+    c: usize,
+    mapped: u16,
+    bins: (usize, usize),
+    third: usize,
+    third_bins: usize,
+) -> usize {
     let buckets = levels.div_ceil(CONTEXT_BUCKET);
     let two = (((c / CONTEXT_GROUP) * buckets + usize::from(mapped) / CONTEXT_BUCKET)
         * CONTEXT_BINS
         + bins.0)
         * CONTEXT_BINS
         + bins.1;
-    match depth {
-        Some(d) => two * DEPTH_BINS + d,
-        None => two,
-    }
+    two * third_bins + third
 }
+
+/// A candidate third context feature for [`ContextCalibration::with_feature`] (diagnostics): its
+/// bin count and the bin of symbol `(c, i, j)` of `[C][h][w]` symbols, read only from those before.
+pub type ThirdFeature = (
+    usize,
+    fn(&[i32], usize, usize, usize, usize, usize) -> usize,
+);
 
 /// The per-channel index map, `channels × levels` integers below `levels`.
 ///
@@ -755,8 +778,13 @@ pub struct ContextCalibration {
     levels: usize,
     /// Whether the table fitted has the third feature.
     depth: bool,
-    /// `hist[((cell·BUCKET + mapped % BUCKET)·(2·HIST + 1)) + v + HIST]`.
-    hist: Vec<u64>,
+    /// A candidate third feature in its place (diagnostics; not a format).
+    feature: Option<ThirdFeature>,
+    /// `hist[((cell·BUCKET + mapped % BUCKET)·(2·HIST + 1)) + v + HIST]`: 32-bit counts, which
+    /// halve the memory of `--screen-context`; they would saturate only past 4·10⁹ symbols in one
+    /// slot, more than the default calibration codes in all (64 photos of at most 1024², 2²⁰ symbols
+    /// each, at 10 qualities: 0.67·10⁹).
+    hist: Vec<u32>,
     /// `(cell, mapped index, v)` of the symbols outside the histogram (rare).
     outside: Vec<(usize, u16, i32)>,
 }
@@ -765,14 +793,42 @@ impl ContextCalibration {
     /// Empty statistics for `channels` latent channels and a table of `levels` scales, for a
     /// table with (`depth`) or without the third feature.
     pub fn new(channels: usize, levels: usize, depth: bool) -> Self {
-        let cells = context_len(channels, levels, depth);
-        Self {
+        Self::build(channels, levels, depth, None)
+    }
+
+    /// Statistics for a table whose third feature is the candidate `feature` (diagnostics: such a
+    /// table can be measured with [`Self::cross_bits`] but not stored in a [`ScaleMap`]).
+    pub fn with_feature(channels: usize, levels: usize, feature: ThirdFeature) -> Self {
+        Self::build(channels, levels, false, Some(feature))
+    }
+
+    fn build(channels: usize, levels: usize, depth: bool, feature: Option<ThirdFeature>) -> Self {
+        let mut s = Self {
             channels,
             levels,
             depth,
-            hist: vec![0; cells * CONTEXT_BUCKET * (2 * HIST as usize + 1)],
+            feature,
+            hist: Vec::new(),
             outside: Vec::new(),
+        };
+        s.hist = vec![0; s.cells() * CONTEXT_BUCKET * (2 * HIST as usize + 1)];
+        s
+    }
+
+    fn third_bins(&self) -> usize {
+        match self.feature {
+            Some((n, _)) => n,
+            None if self.depth => DEPTH_BINS,
+            None => 1,
         }
+    }
+
+    fn cells(&self) -> usize {
+        self.channels.div_ceil(CONTEXT_GROUP)
+            * self.levels.div_ceil(CONTEXT_BUCKET)
+            * CONTEXT_BINS
+            * CONTEXT_BINS
+            * self.third_bins()
     }
 
     /// Adds one coded latent of `h × w` positions: its symbols (channel-major) and the indices after
@@ -792,17 +848,23 @@ impl ContextCalibration {
             assert!(usize::from(j) < self.levels, "index beyond the table");
             let (c, p) = (k / (h * w), k % (h * w));
             let (pi, pj) = (p / w, p % w);
-            let cell = context_cell(
+            let third = match self.feature {
+                Some((_, f)) => f(symbols, c, pi, pj, h, w),
+                None if self.depth => context_depth_bin(symbols, c, pi, pj, h, w),
+                None => 0,
+            };
+            let cell = cell_of(
                 self.levels,
                 c,
                 j,
                 context_bins(symbols, c, pi, pj, h, w),
-                self.depth
-                    .then(|| context_depth_bin(symbols, c, pi, pj, h, w)),
+                third,
+                self.third_bins(),
             );
             if (-HIST..=HIST).contains(&v) {
                 let slot = cell * CONTEXT_BUCKET + usize::from(j) % CONTEXT_BUCKET;
-                self.hist[slot * width + (v + HIST) as usize] += 1;
+                let n = &mut self.hist[slot * width + (v + HIST) as usize];
+                *n = n.saturating_add(1);
             } else {
                 self.outside.push((cell, j, v));
             }
@@ -812,7 +874,7 @@ impl ContextCalibration {
     /// `cost[cell·(2·MAX + 1) + shift + MAX]`: bits of the symbols outside the histogram.
     fn outside_costs(&self, y: &GaussianConditional) -> Vec<f64> {
         let shifts = 2 * MAX_CONTEXT_SHIFT as usize + 1;
-        let mut cost = vec![0.0; context_len(self.channels, self.levels, self.depth) * shifts];
+        let mut cost = vec![0.0; self.cells() * shifts];
         for &(cell, j, v) in &self.outside {
             for s in 0..shifts {
                 let t = shifted(j, s as i32 - MAX_CONTEXT_SHIFT, self.levels);
@@ -826,7 +888,8 @@ impl ContextCalibration {
     fn cell_cost(&self, cell: usize, s: usize, bits: &[Vec<f64>], outside: &[f64]) -> f64 {
         let (l, width) = (self.levels, 2 * HIST as usize + 1);
         let shifts = 2 * MAX_CONTEXT_SHIFT as usize + 1;
-        let bucket = (cell / bins_per_bucket(self.depth)) % l.div_ceil(CONTEXT_BUCKET);
+        let bucket =
+            (cell / (CONTEXT_BINS * CONTEXT_BINS * self.third_bins())) % l.div_ceil(CONTEXT_BUCKET);
         let mut total = outside[cell * shifts + s];
         for r in 0..CONTEXT_BUCKET {
             let j = bucket * CONTEXT_BUCKET + r;
@@ -849,10 +912,67 @@ impl ContextCalibration {
     /// `map` validated for this shape).
     pub fn bits(&self, map: &ScaleMap, y: &GaussianConditional) -> f64 {
         let (bits, outside) = (bits_table(y, self.levels), self.outside_costs(y));
-        (0..context_len(self.channels, self.levels, self.depth))
+        (0..self.cells())
             .map(|cell| {
                 let shift = map.context.get(cell).map_or(0, |&v| i32::from(v));
                 self.cell_cost(cell, (shift + MAX_CONTEXT_SHIFT) as usize, &bits, &outside)
+            })
+            .sum()
+    }
+
+    /// Diagnostics, not part of any format: the empirical entropy (bits) of the symbols inside the
+    /// histogram, per (cell, mapped index) slot, i.e. what a free table per slot would cost
+    /// in-sample; and the bits of the same symbols with the best shift per cell chosen among the
+    /// tables of each model in `models` (per cell the least).
+    pub fn diagnose(&self, models: &[&GaussianConditional]) -> (f64, f64) {
+        let width = 2 * HIST as usize + 1;
+        let entropy: f64 = self
+            .hist
+            .chunks(width)
+            .map(|h| {
+                let n: u64 = h.iter().map(|&k| u64::from(k)).sum();
+                if n == 0 {
+                    return 0.0;
+                }
+                h.iter()
+                    .filter(|&&k| k > 0)
+                    .map(|&k| k as f64 * (n as f64 / k as f64).log2())
+                    .sum::<f64>()
+            })
+            .sum();
+        let tables: Vec<(Vec<Vec<f64>>, Vec<f64>)> = models
+            .iter()
+            .map(|y| (bits_table(y, self.levels), self.outside_costs(y)))
+            .collect();
+        let shifts = 2 * MAX_CONTEXT_SHIFT as usize + 1;
+        let best: f64 = (0..self.cells())
+            .map(|cell| {
+                tables
+                    .iter()
+                    .flat_map(|(b, o)| (0..shifts).map(move |s| self.cell_cost(cell, s, b, o)))
+                    .fold(f64::INFINITY, f64::min)
+            })
+            .sum();
+        (entropy, best)
+    }
+
+    /// Diagnostics: the bits of `other`'s symbols coded with the shifts fitted on these (same
+    /// shape), i.e. a held-out measure of the table.
+    pub fn cross_bits(&self, other: &Self, y: &GaussianConditional) -> f64 {
+        let (bits, outside) = (bits_table(y, self.levels), self.outside_costs(y));
+        let other_outside = other.outside_costs(y);
+        let shifts = 2 * MAX_CONTEXT_SHIFT as usize + 1;
+        let zero = MAX_CONTEXT_SHIFT as usize;
+        (0..self.cells())
+            .map(|cell| {
+                let (mut best, mut best_cost) = (zero, self.cell_cost(cell, zero, &bits, &outside));
+                for s in 0..shifts {
+                    let c = self.cell_cost(cell, s, &bits, &outside);
+                    if c < best_cost {
+                        (best, best_cost) = (s, c);
+                    }
+                }
+                other.cell_cost(cell, best, &bits, &other_outside)
             })
             .sum()
     }
@@ -862,7 +982,7 @@ impl ContextCalibration {
         let (bits, outside) = (bits_table(y, self.levels), self.outside_costs(y));
         let shifts = 2 * MAX_CONTEXT_SHIFT as usize + 1;
         let zero = MAX_CONTEXT_SHIFT as usize;
-        let context = (0..context_len(self.channels, self.levels, self.depth))
+        let context = (0..self.cells())
             .map(|cell| {
                 // Shift 0 unless another is strictly better (an empty cell keeps 0).
                 let (mut best, mut best_cost) = (zero, self.cell_cost(cell, zero, &bits, &outside));
@@ -1061,6 +1181,67 @@ mod tests {
         let quiet = fitted.context_index(1, 30, (0, 0), 0);
         let loud = fitted.context_index(1, 30, (0, 0), 3);
         assert!(quiet < loud, "{quiet} vs {loud}");
+    }
+
+    #[test]
+    fn cross_validation_tells_a_real_feature_from_noise() {
+        // As above: channel 1 is loud exactly where channel 0 is. Two independent draws make the
+        // folds; a candidate third feature reading channel 0 at the position generalizes, one
+        // reading a coin flip of the position does not.
+        fn at_position(s: &[i32], c: usize, i: usize, j: usize, _h: usize, w: usize) -> usize {
+            usize::from(c > 0 && s[i * w + j] != 0)
+        }
+        fn coin(_: &[i32], _: usize, i: usize, j: usize, _: usize, _: usize) -> usize {
+            ((i * 7919 + j * 104_729) >> 3) % 2
+        }
+        fn none(_: &[i32], _: usize, _: usize, _: usize, _: usize, _: usize) -> usize {
+            0
+        }
+        let y = GaussianConditional::default();
+        let levels = y.scales().len();
+        let (h, w) = (32, 32);
+        let draw = |seed: u64| {
+            let mut next = lcg(seed);
+            let mut sym = vec![0i32; 2 * h * w];
+            for p in 0..h * w {
+                if next() % 3 == 0 {
+                    sym[p] = 4;
+                    sym[h * w + p] = (next() % 61 - 30) as i32;
+                }
+            }
+            sym
+        };
+        let folds = [draw(7), draw(8)];
+        let mapped = vec![30u16; 2 * h * w];
+        let measure = |feature: ThirdFeature| {
+            let stats: Vec<ContextCalibration> = folds
+                .iter()
+                .map(|sym| {
+                    let mut s = ContextCalibration::with_feature(2, levels, feature);
+                    s.add(sym, &mapped, h, w);
+                    s
+                })
+                .collect();
+            let held_out = stats[0].cross_bits(&stats[1], &y) + stats[1].cross_bits(&stats[0], &y);
+            let in_sample = stats[0].cross_bits(&stats[0], &y) + stats[1].cross_bits(&stats[1], &y);
+            assert!(held_out >= in_sample, "{held_out} < {in_sample}");
+            (held_out, in_sample)
+        };
+        let (none, real, noise) = (
+            measure((1, none)),
+            measure((2, at_position)),
+            measure((2, coin)),
+        );
+        assert!(real.0 < 0.9 * none.0, "{real:?} against {none:?}");
+        // More cells always fit their own symbols at least as well, noise included, but do not
+        // carry over.
+        assert!(noise.1 <= none.1, "{noise:?} against {none:?}");
+        assert!(noise.0 >= none.0, "{noise:?} against {none:?}");
+        // The same symbols as their own held-out set: nothing changes.
+        let mut a = ContextCalibration::new(2, levels, false);
+        a.add(&folds[0], &mapped, h, w);
+        let fitted = a.fit(&ScaleMap::identity(2, levels), &y);
+        assert!((a.cross_bits(&a, &y) - a.bits(&fitted, &y)).abs() < 1e-6);
     }
 
     #[test]

@@ -646,11 +646,27 @@ impl HyperpriorCodec {
         map: &ScaleMap,
         stats: &mut ContextCalibration,
     ) -> Result<()> {
+        self.add_to_context_calibrations(y, q, map, &mut [stats])
+    }
+
+    /// [`Self::add_to_context_calibration`] for several statistics at the cost of one.
+    ///
+    /// # Errors
+    /// [`CodecError`] if the device fails or `q` is out of range.
+    pub fn add_to_context_calibrations(
+        &self,
+        y: &Latent,
+        q: f32,
+        map: &ScaleMap,
+        stats: &mut [&mut ContextCalibration],
+    ) -> Result<()> {
         let (z, zh, zw, scaled) = self.hyper_latent(y, q)?;
         let (mut indices, means) = self.predicted_parameters(&z, zh, zw);
         map.apply_all(&mut indices, y.h * y.w);
         let y_sym = symbols(&scaled, &means, map.predict.as_ref(), y.h, y.w);
-        stats.add(&y_sym, &indices, y.h, y.w);
+        for s in stats {
+            s.add(&y_sym, &indices, y.h, y.w);
+        }
         Ok(())
     }
 
