@@ -101,7 +101,15 @@ pub fn run(args: &PlotArgs) -> Result<()> {
                 (Err(e), _) => println!("{:<40} {e}", c.name),
             }
         }
-        if args.bd_rate.is_some() {
+        // An anchor given only through --bd-rate is drawn too (first); one also among the curves
+        // is drawn once.
+        let same = |a: &PathBuf, b: &PathBuf| match (a.canonicalize(), b.canonicalize()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => a == b,
+        };
+        if let Some(p) = &args.bd_rate
+            && !args.curves.iter().any(|c| same(c, p))
+        {
             curves.insert(0, anchor.clone());
         }
     }
