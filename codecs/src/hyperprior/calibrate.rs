@@ -961,39 +961,33 @@ impl ContextCalibration {
     pub fn cross_bits(&self, other: &Self, y: &GaussianConditional) -> f64 {
         let (bits, outside) = (bits_table(y, self.levels), self.outside_costs(y));
         let other_outside = other.outside_costs(y);
-        let shifts = 2 * MAX_CONTEXT_SHIFT as usize + 1;
-        let zero = MAX_CONTEXT_SHIFT as usize;
         (0..self.cells())
             .map(|cell| {
-                let (mut best, mut best_cost) = (zero, self.cell_cost(cell, zero, &bits, &outside));
-                for s in 0..shifts {
-                    let c = self.cell_cost(cell, s, &bits, &outside);
-                    if c < best_cost {
-                        (best, best_cost) = (s, c);
-                    }
-                }
+                let best = self.best_shift(cell, &bits, &outside);
                 other.cell_cost(cell, best, &bits, &other_outside)
             })
             .sum()
     }
 
+    /// The shift (an offset into `−MAX..=MAX`) of least cost for `cell`: 0 unless another is
+    /// strictly better, so an empty cell keeps 0.
+    fn best_shift(&self, cell: usize, bits: &[Vec<f64>], outside: &[f64]) -> usize {
+        let zero = MAX_CONTEXT_SHIFT as usize;
+        let (mut best, mut best_cost) = (zero, self.cell_cost(cell, zero, bits, outside));
+        for s in 0..=2 * zero {
+            let c = self.cell_cost(cell, s, bits, outside);
+            if c < best_cost {
+                (best, best_cost) = (s, c);
+            }
+        }
+        best
+    }
+
     /// `map` with the context table of least total code length on what was added.
     pub fn fit(&self, map: &ScaleMap, y: &GaussianConditional) -> ScaleMap {
         let (bits, outside) = (bits_table(y, self.levels), self.outside_costs(y));
-        let shifts = 2 * MAX_CONTEXT_SHIFT as usize + 1;
-        let zero = MAX_CONTEXT_SHIFT as usize;
         let context = (0..self.cells())
-            .map(|cell| {
-                // Shift 0 unless another is strictly better (an empty cell keeps 0).
-                let (mut best, mut best_cost) = (zero, self.cell_cost(cell, zero, &bits, &outside));
-                for s in 0..shifts {
-                    let c = self.cell_cost(cell, s, &bits, &outside);
-                    if c < best_cost {
-                        (best, best_cost) = (s, c);
-                    }
-                }
-                (best as i32 - MAX_CONTEXT_SHIFT) as i8
-            })
+            .map(|cell| (self.best_shift(cell, &bits, &outside) as i32 - MAX_CONTEXT_SHIFT) as i8)
             .collect();
         ScaleMap {
             map: map.map.clone(),
