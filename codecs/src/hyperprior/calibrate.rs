@@ -127,16 +127,21 @@ pub fn context_depth_bin(sym: &[i32], c: usize, i: usize, j: usize, h: usize, w:
     DEPTH_EDGES.iter().filter(|&&e| e <= sum).count()
 }
 
-/// Context bins per (channel group, index bucket) cell: the two [`context_bins`], and
-/// [`DEPTH_BINS`] more with the third feature.
-fn bins_per_bucket(depth: bool) -> usize {
-    CONTEXT_BINS * CONTEXT_BINS * if depth { DEPTH_BINS } else { 1 }
+/// Context bins per (channel group, index bucket) cell: the two [`context_bins`] times the
+/// `third_bins` of a third feature (1: none).
+fn bins_per_bucket(third_bins: usize) -> usize {
+    CONTEXT_BINS * CONTEXT_BINS * third_bins
+}
+
+/// Entries of a context table with a third feature of `third_bins` bins (1: none).
+fn table_len(channels: usize, levels: usize, third_bins: usize) -> usize {
+    channels.div_ceil(CONTEXT_GROUP) * levels.div_ceil(CONTEXT_BUCKET) * bins_per_bucket(third_bins)
 }
 
 /// Entries of the context table for `channels` latent channels and a table of `levels` scales,
 /// with or without the third feature (`depth`).
 pub fn context_len(channels: usize, levels: usize, depth: bool) -> usize {
-    channels.div_ceil(CONTEXT_GROUP) * levels.div_ceil(CONTEXT_BUCKET) * bins_per_bucket(depth)
+    table_len(channels, levels, if depth { DEPTH_BINS } else { 1 })
 }
 
 /// The cell of channel `c` at mapped index `mapped` with the two context `bins` and, with the
@@ -824,11 +829,7 @@ impl ContextCalibration {
     }
 
     fn cells(&self) -> usize {
-        self.channels.div_ceil(CONTEXT_GROUP)
-            * self.levels.div_ceil(CONTEXT_BUCKET)
-            * CONTEXT_BINS
-            * CONTEXT_BINS
-            * self.third_bins()
+        table_len(self.channels, self.levels, self.third_bins())
     }
 
     /// Adds one coded latent of `h × w` positions: its symbols (channel-major) and the indices after
@@ -888,8 +889,7 @@ impl ContextCalibration {
     fn cell_cost(&self, cell: usize, s: usize, bits: &[Vec<f64>], outside: &[f64]) -> f64 {
         let (l, width) = (self.levels, 2 * HIST as usize + 1);
         let shifts = 2 * MAX_CONTEXT_SHIFT as usize + 1;
-        let bucket =
-            (cell / (CONTEXT_BINS * CONTEXT_BINS * self.third_bins())) % l.div_ceil(CONTEXT_BUCKET);
+        let bucket = (cell / bins_per_bucket(self.third_bins())) % l.div_ceil(CONTEXT_BUCKET);
         let mut total = outside[cell * shifts + s];
         for r in 0..CONTEXT_BUCKET {
             let j = bucket * CONTEXT_BUCKET + r;
@@ -956,9 +956,17 @@ impl ContextCalibration {
         (entropy, best)
     }
 
-    /// Diagnostics: the bits of `other`'s symbols coded with the shifts fitted on these (same
-    /// shape), i.e. a held-out measure of the table.
+    /// Diagnostics: the bits of `other`'s symbols coded with the shifts fitted on these, i.e. a
+    /// held-out measure of the table.
+    ///
+    /// # Panics
+    /// If `other` gathers another table's cells (other channels, levels or third feature).
     pub fn cross_bits(&self, other: &Self, y: &GaussianConditional) -> f64 {
+        assert!(
+            (self.channels, self.levels, self.third_bins())
+                == (other.channels, other.levels, other.third_bins()),
+            "statistics of two different context tables"
+        );
         let (bits, outside) = (bits_table(y, self.levels), self.outside_costs(y));
         let other_outside = other.outside_costs(y);
         (0..self.cells())
