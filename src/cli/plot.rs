@@ -103,12 +103,8 @@ pub fn run(args: &PlotArgs) -> Result<()> {
         }
         // An anchor given only through --bd-rate is drawn too (first); one also among the curves
         // is drawn once.
-        let same = |a: &PathBuf, b: &PathBuf| match (a.canonicalize(), b.canonicalize()) {
-            (Ok(a), Ok(b)) => a == b,
-            _ => a == b,
-        };
         if let Some(p) = &args.bd_rate
-            && !args.curves.iter().any(|c| same(c, p))
+            && !args.curves.iter().any(|c| same_file(c, p))
         {
             curves.insert(0, anchor.clone());
         }
@@ -130,4 +126,30 @@ pub fn run(args: &PlotArgs) -> Result<()> {
         println!("wrote {}", out.display());
     }
     Ok(())
+}
+
+/// Whether two paths name the same file (compared as written where either cannot be resolved).
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_file;
+
+    #[test]
+    fn the_anchor_is_recognised_among_the_curves_however_it_is_spelled() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.json"), dir.path().join("b.json"));
+        std::fs::write(&a, "{}").unwrap();
+        std::fs::write(&b, "{}").unwrap();
+        assert!(same_file(&a, &dir.path().join(".").join("a.json")));
+        assert!(!same_file(&a, &b));
+        // Missing files compare as written.
+        let gone = dir.path().join("gone.json");
+        assert!(same_file(&gone, &gone) && !same_file(&gone, &a));
+    }
 }
