@@ -417,6 +417,28 @@ fn calibrate_writes_weights_that_code_smaller_files() {
         "{deep_so}\nagainst\n{so}"
     );
     assert!(size(&cal, "deep.ncd") > 0);
+    // Its far split: four times as large again, no more bits, and its files decode; without the
+    // third feature it is refused.
+    let out = run(&["-q", "1,8", "--quiet", "--context-depth", "--context-far"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let far_so = text(&out.stdout);
+    let far = weights::scale_map_of(&std::fs::read(&cal).unwrap())
+        .unwrap()
+        .unwrap();
+    assert!(far.context_depth && far.context_far && !deep.context_far);
+    assert_eq!(far.context.len(), 4 * deep.context.len());
+    assert!(
+        context_bits(&far_so) <= context_bits(&deep_so),
+        "{far_so}\nagainst\n{deep_so}"
+    );
+    assert!(size(&cal, "far.ncd") > 0);
+    let out = run(&["-q", "1,8", "--quiet", "--context-far"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--context-depth"),
+        "{}",
+        text(&out.stderr)
+    );
     // Candidate context features, measured by cross-validation: held-out never below in-sample,
     // and the shipped third feature's finer cells fit at least as well as two features.
     let out = run(&[

@@ -46,6 +46,10 @@ pub struct CalibrateArgs {
     /// its position (a table 5× as large).
     #[arg(long, conflicts_with = "no_context")]
     pub context_depth: bool,
+    /// Split each bin of that third feature by the magnitudes of the 16 channels before those 8,
+    /// at the position (a table 4× as large again; needs --context-depth).
+    #[arg(long, requires = "context_depth")]
+    pub context_far: bool,
     /// Fit no latent predictor (each latent's residual is coded as it is, not what its already
     /// coded neighbours fail to predict).
     #[arg(long)]
@@ -191,6 +195,7 @@ pub fn run(
             predict: !args.no_predict,
             context: !args.no_context,
             context_depth: args.context_depth,
+            context_far: args.context_far,
             z_tables: !args.no_z_tables,
             screen_context: args.screen_context,
         },

@@ -73,6 +73,8 @@ pub struct CalibrateOptions {
     pub context: bool,
     /// The context table's third feature (see `ScaleMap::context_depth`).
     pub context_depth: bool,
+    /// Its bins split by the far channels (see `ScaleMap::context_far`; needs `context_depth`).
+    pub context_far: bool,
     /// Per quality bucket and channel, the scale of the `ẑ` tables
     /// ([`ncodec_codecs::hyperprior::calibrate::ZCalibration`]).
     pub z_tables: bool,
@@ -187,7 +189,8 @@ pub fn calibrate_hyperprior(
     let mut screened = Vec::new();
     let mut bounds = None;
     let (map, bits_after) = if options.context {
-        let mut second = ContextCalibration::new(m, levels, options.context_depth);
+        let mut second =
+            ContextCalibration::new(m, levels, options.context_depth, options.context_far);
         let candidates = if options.screen_context {
             screen::candidates()
         } else {

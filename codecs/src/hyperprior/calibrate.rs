@@ -72,6 +72,13 @@ pub const DEPTH_CHANNELS: usize = 8;
 pub const DEPTH_BINS: usize = 5;
 /// The third feature `f` falls in bin `#{e in DEPTH_EDGES : e <= f}`: 0, 1, 2–3, 4–7, 8+.
 const DEPTH_EDGES: [u64; DEPTH_BINS - 1] = [1, 2, 4, 8];
+/// Channels before the [`DEPTH_CHANNELS`] whose symbols at the same position split each depth
+/// bin further with `--context-far` ([`context_far_bin`]).
+pub const FAR_CHANNELS: usize = 16;
+/// Bins of that split.
+pub const FAR_BINS: usize = 4;
+/// The far feature `f` falls in bin `#{e in FAR_EDGES : e <= f}`: 0, 1, 2–3, 4+.
+const FAR_EDGES: [u64; FAR_BINS - 1] = [1, 2, 4];
 
 fn bin(f: u64) -> usize {
     EDGES.iter().filter(|&&e| e <= f).count()
@@ -127,6 +134,45 @@ pub fn context_depth_bin(sym: &[i32], c: usize, i: usize, j: usize, h: usize, w:
     DEPTH_EDGES.iter().filter(|&&e| e <= sum).count()
 }
 
+/// The far bin of symbol `(c, i, j)` (see [`ScaleMap::context_far`]): the magnitudes of the
+/// [`FAR_CHANNELS`] channels before the [`DEPTH_CHANNELS`] of [`context_depth_bin`], at the same
+/// position.
+pub fn context_far_bin(sym: &[i32], c: usize, i: usize, j: usize, h: usize, w: usize) -> usize {
+    let plane = h * w;
+    let at = i * w + j;
+    let end = c.saturating_sub(DEPTH_CHANNELS);
+    let sum: u64 = (end.saturating_sub(FAR_CHANNELS)..end)
+        .map(|k| u64::from(sym[k * plane + at].unsigned_abs()))
+        .sum();
+    FAR_EDGES.iter().filter(|&&e| e <= sum).count()
+}
+
+/// Bins of the third feature: none (1), the depth bins, or the depth bins split by the far bins.
+pub fn third_bins(depth: bool, far: bool) -> usize {
+    match (depth, far) {
+        (false, _) => 1,
+        (true, false) => DEPTH_BINS,
+        (true, true) => DEPTH_BINS * FAR_BINS,
+    }
+}
+
+/// The third-feature bin of symbol `(c, i, j)`, below [`third_bins`]`(depth, far)`.
+pub fn context_third_bin(
+    sym: &[i32],
+    (c, i, j): (usize, usize, usize),
+    (h, w): (usize, usize),
+    depth: bool,
+    far: bool,
+) -> usize {
+    match (depth, far) {
+        (false, _) => 0,
+        (true, false) => context_depth_bin(sym, c, i, j, h, w),
+        (true, true) => {
+            context_depth_bin(sym, c, i, j, h, w) * FAR_BINS + context_far_bin(sym, c, i, j, h, w)
+        }
+    }
+}
+
 /// Context bins per (channel group, index bucket) cell: the two [`context_bins`] times the
 /// `third_bins` of a third feature (1: none).
 fn bins_per_bucket(third_bins: usize) -> usize {
@@ -139,27 +185,13 @@ fn table_len(channels: usize, levels: usize, third_bins: usize) -> usize {
 }
 
 /// Entries of the context table for `channels` latent channels and a table of `levels` scales,
-/// with or without the third feature (`depth`).
-pub fn context_len(channels: usize, levels: usize, depth: bool) -> usize {
-    table_len(channels, levels, if depth { DEPTH_BINS } else { 1 })
+/// with or without the third feature (`depth`), split by the far bins or not (`far`).
+pub fn context_len(channels: usize, levels: usize, depth: bool, far: bool) -> usize {
+    table_len(channels, levels, third_bins(depth, far))
 }
 
-/// The cell of channel `c` at mapped index `mapped` with the two context `bins` and, with the
-/// third feature, its bin `depth` (`None` without it).
-fn context_cell(
-    levels: usize,
-    c: usize,
-    mapped: u16,
-    bins: (usize, usize),
-    depth: Option<usize>,
-) -> usize {
-    match depth {
-        Some(d) => cell_of(levels, c, mapped, bins, d, DEPTH_BINS),
-        None => cell_of(levels, c, mapped, bins, 0, 1),
-    }
-}
-
-/// [`context_cell`] with a third feature of `third_bins` bins (1: none) in bin `third`.
+/// The cell of channel `c` at mapped index `mapped` with the two context `bins` and a third
+/// feature of `third_bins` bins (1: none) in bin `third`.
 fn cell_of(
     levels: usize,
     c: usize,
@@ -202,6 +234,10 @@ pub struct ScaleMap {
     /// as many.
     #[serde(default, skip_serializing_if = "is_false")]
     pub context_depth: bool,
+    /// Whether each depth bin is split by the [`context_far_bin`] ([`FAR_BINS`] times as many
+    /// cells; needs `context_depth`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub context_far: bool,
     /// The shape of the `y` tables (Gaussian unless the calibration found Laplace tables cheaper).
     #[serde(default, skip_serializing_if = "TableFamily::is_gaussian")]
     pub family: TableFamily,
@@ -281,6 +317,7 @@ impl ScaleMap {
             map: vec![(0..levels as u16).collect(); channels],
             context: Vec::new(),
             context_depth: false,
+            context_far: false,
             family: TableFamily::Gaussian,
             predict: None,
             z_tables: Vec::new(),
@@ -314,11 +351,14 @@ impl ScaleMap {
                 return Err(format!("the scale map's channel {c} is not non-decreasing"));
             }
         }
+        if self.context_far && !self.context_depth {
+            return Err("the scale map splits a third context feature it does not have".into());
+        }
         if self.context_depth && self.context.is_empty() {
             return Err("the scale map has a third context feature but no context table".into());
         }
         if !self.context.is_empty() {
-            let want = context_len(channels, levels, self.context_depth);
+            let want = context_len(channels, levels, self.context_depth, self.context_far);
             if self.context.len() != want {
                 return Err(format!(
                     "the scale map's context table has {} entries, not {want}",
@@ -361,16 +401,16 @@ impl ScaleMap {
     }
 
     /// The coded index of channel `c` with the mapped index `mapped` (from [`Self::apply`]), the
-    /// context `bins` and the third feature's bin `depth` (ignored without it); `mapped` itself
-    /// without a context table.
+    /// context `bins` and the third feature's bin `third` ([`context_third_bin`]; 0 without it);
+    /// `mapped` itself without a context table.
     #[inline]
-    pub fn context_index(&self, c: usize, mapped: u16, bins: (usize, usize), depth: usize) -> u16 {
+    pub fn context_index(&self, c: usize, mapped: u16, bins: (usize, usize), third: usize) -> u16 {
         if self.context.is_empty() {
             return mapped;
         }
         let levels = self.map[c].len();
-        let depth = self.context_depth.then_some(depth);
-        let shift = self.context[context_cell(levels, c, mapped, bins, depth)];
+        let third_bins = third_bins(self.context_depth, self.context_far);
+        let shift = self.context[cell_of(levels, c, mapped, bins, third, third_bins)];
         (i32::from(mapped) + i32::from(shift)).clamp(0, levels as i32 - 1) as u16
     }
 
@@ -381,12 +421,8 @@ impl ScaleMap {
     pub fn coded_index(&self, sym: &[i32], k: usize, mapped: u16, h: usize, w: usize) -> u16 {
         let (c, p) = (k / (h * w), k % (h * w));
         let (i, j) = (p / w, p % w);
-        let depth = if self.context_depth {
-            context_depth_bin(sym, c, i, j, h, w)
-        } else {
-            0
-        };
-        self.context_index(c, mapped, context_bins(sym, c, i, j, h, w), depth)
+        let third = context_third_bin(sym, (c, i, j), (h, w), self.context_depth, self.context_far);
+        self.context_index(c, mapped, context_bins(sym, c, i, j, h, w), third)
     }
 
     /// Maps the predicted indices of channel-major latents of `plane` positions in place.
@@ -706,6 +742,7 @@ impl Calibration {
             map,
             context: Vec::new(),
             context_depth: false,
+            context_far: false,
             family: TableFamily::from(y.family()),
             predict: None,
             z_tables: Vec::new(),
@@ -783,6 +820,8 @@ pub struct ContextCalibration {
     levels: usize,
     /// Whether the table fitted has the third feature.
     depth: bool,
+    /// Whether its depth bins are split by the far bins.
+    far: bool,
     /// A candidate third feature in its place (diagnostics; not a format).
     feature: Option<ThirdFeature>,
     /// `hist[((cell·BUCKET + mapped % BUCKET)·(2·HIST + 1)) + v + HIST]`: 32-bit counts, which
@@ -796,22 +835,29 @@ pub struct ContextCalibration {
 
 impl ContextCalibration {
     /// Empty statistics for `channels` latent channels and a table of `levels` scales, for a
-    /// table with (`depth`) or without the third feature.
-    pub fn new(channels: usize, levels: usize, depth: bool) -> Self {
-        Self::build(channels, levels, depth, None)
+    /// table with (`depth`) or without the third feature, its bins split by the far bins
+    /// (`far`, with `depth`) or not.
+    pub fn new(channels: usize, levels: usize, depth: bool, far: bool) -> Self {
+        Self::build(channels, levels, (depth, depth && far), None)
     }
 
     /// Statistics for a table whose third feature is the candidate `feature` (diagnostics: such a
     /// table can be measured with [`Self::cross_bits`] but not stored in a [`ScaleMap`]).
     pub fn with_feature(channels: usize, levels: usize, feature: ThirdFeature) -> Self {
-        Self::build(channels, levels, false, Some(feature))
+        Self::build(channels, levels, (false, false), Some(feature))
     }
 
-    fn build(channels: usize, levels: usize, depth: bool, feature: Option<ThirdFeature>) -> Self {
+    fn build(
+        channels: usize,
+        levels: usize,
+        (depth, far): (bool, bool),
+        feature: Option<ThirdFeature>,
+    ) -> Self {
         let mut s = Self {
             channels,
             levels,
             depth,
+            far,
             feature,
             hist: Vec::new(),
             outside: Vec::new(),
@@ -823,8 +869,7 @@ impl ContextCalibration {
     fn third_bins(&self) -> usize {
         match self.feature {
             Some((n, _)) => n,
-            None if self.depth => DEPTH_BINS,
-            None => 1,
+            None => third_bins(self.depth, self.far),
         }
     }
 
@@ -851,8 +896,7 @@ impl ContextCalibration {
             let (pi, pj) = (p / w, p % w);
             let third = match self.feature {
                 Some((_, f)) => f(symbols, c, pi, pj, h, w),
-                None if self.depth => context_depth_bin(symbols, c, pi, pj, h, w),
-                None => 0,
+                None => context_third_bin(symbols, (c, pi, pj), (h, w), self.depth, self.far),
             };
             let cell = cell_of(
                 self.levels,
@@ -1001,6 +1045,7 @@ impl ContextCalibration {
             map: map.map.clone(),
             context,
             context_depth: self.depth,
+            context_far: self.far,
             family: map.family,
             predict: map.predict.clone(),
             z_tables: map.z_tables.clone(),
@@ -1102,6 +1147,16 @@ mod tests {
             let depth = context_depth_bin(&sym, ch, p / w, p % w, h, w);
             assert_eq!(context_depth_bin(&later, ch, p / w, p % w, h, w), depth);
             assert_eq!(context_depth_bin(&sym[..k], ch, p / w, p % w, h, w), depth);
+            let third = context_third_bin(&sym, (ch, p / w, p % w), (h, w), true, true);
+            assert!(third < third_bins(true, true));
+            assert_eq!(
+                context_third_bin(&later, (ch, p / w, p % w), (h, w), true, true),
+                third
+            );
+            assert_eq!(
+                context_third_bin(&sym[..k], (ch, p / w, p % w), (h, w), true, true),
+                third
+            );
         }
         // The depth bin counts the magnitudes of the channels before, at the same position.
         let mut sym = vec![0i32; 12 * h * w];
@@ -1112,8 +1167,21 @@ mod tests {
         sym[3 * h * w + 2 * w + 3] = 5;
         assert_eq!(context_depth_bin(&sym, 11, 2, 3, h, w), 4);
         assert_eq!(context_depth_bin(&sym, 4, 2, 3, h, w), 3);
-        // Channel 3 is 9 channels before channel 12: outside its window.
+        // Channel 3 is 9 channels before channel 12: outside its window, inside the far one.
         assert_eq!(context_depth_bin(&sym, 12, 2, 3, h, w), 2);
+        assert_eq!(context_far_bin(&sym, 12, 2, 3, h, w), 3);
+        assert_eq!(context_far_bin(&sym, 11, 2, 3, h, w), 0);
+        assert_eq!(
+            context_third_bin(&sym, (12, 2, 3), (h, w), true, true),
+            2 * FAR_BINS + 3
+        );
+        assert_eq!(context_third_bin(&sym, (12, 2, 3), (h, w), true, false), 2);
+        assert_eq!(context_third_bin(&sym, (12, 2, 3), (h, w), false, true), 0);
+        // Channel 3 is 27 channels before channel 30: outside both.
+        let mut deep = vec![0i32; 31 * h * w];
+        deep[3 * h * w + 2 * w + 3] = 5;
+        assert_eq!(context_far_bin(&deep, 30, 2, 3, h, w), 0);
+        assert_eq!(context_far_bin(&deep, 26, 2, 3, h, w), 3);
         assert_eq!(bin(0), 0);
         assert_eq!(bin(4), 3);
         assert_eq!(bin(1 << 40), CONTEXT_BINS - 1);
@@ -1135,7 +1203,7 @@ mod tests {
             }
         }
         let mapped = vec![30u16; h * w];
-        let mut stats = ContextCalibration::new(1, levels, false);
+        let mut stats = ContextCalibration::new(1, levels, false, false);
         stats.add(&sym, &mapped, h, w);
         let map = ScaleMap::identity(1, levels);
         let fitted = stats.fit(&map, &y);
@@ -1167,7 +1235,7 @@ mod tests {
         let mapped = vec![30u16; 2 * h * w];
         let map = ScaleMap::identity(2, levels);
         let fit = |depth: bool| {
-            let mut stats = ContextCalibration::new(2, levels, depth);
+            let mut stats = ContextCalibration::new(2, levels, depth, false);
             stats.add(&sym, &mapped, h, w);
             let fitted = stats.fit(&map, &y);
             fitted.validate(2, levels).expect("shape");
@@ -1183,6 +1251,51 @@ mod tests {
         let quiet = fitted.context_index(1, 30, (0, 0), 0);
         let loud = fitted.context_index(1, 30, (0, 0), 3);
         assert!(quiet < loud, "{quiet} vs {loud}");
+    }
+
+    #[test]
+    fn the_far_split_finds_a_dependence_beyond_the_depth_window() {
+        // Channel 9 is loud exactly where channel 0 is; channels 1–8, all the depth feature
+        // sees of channel 9, are silent.
+        let y = GaussianConditional::default();
+        let levels = y.scales().len();
+        let (c, h, w) = (10, 40, 40);
+        let plane = h * w;
+        let mut next = lcg(11u64);
+        let mut sym = vec![0i32; c * plane];
+        for p in 0..plane {
+            if next() % 3 == 0 {
+                sym[p] = 4;
+                sym[9 * plane + p] = (next() % 61 - 30) as i32;
+            }
+        }
+        let mapped = vec![30u16; c * plane];
+        let map = ScaleMap::identity(c, levels);
+        let fit = |far: bool| {
+            let mut stats = ContextCalibration::new(c, levels, true, far);
+            stats.add(&sym, &mapped, h, w);
+            let fitted = stats.fit(&map, &y);
+            fitted.validate(c, levels).expect("shape");
+            (stats.bits(&fitted, &y), fitted)
+        };
+        let ((depth, _), (far, fitted)) = (fit(false), fit(true));
+        assert!(fitted.context_depth && fitted.context_far);
+        assert!(far < 0.9 * depth, "{depth} bits with depth, {far} split");
+        let quiet = fitted.context_index(9, 30, (0, 0), 0);
+        let loud = fitted.context_index(9, 30, (0, 0), 3);
+        assert!(quiet < loud, "{quiet} vs {loud}");
+        // The decoder's rule reads the far channels.
+        // (at a loud position whose left and upper neighbours in channel 9 are silent, so that
+        // the two other bins are 0 too)
+        let silent = |p: usize| {
+            (p.is_multiple_of(w) || sym[9 * plane + p - 1] == 0)
+                && (p < w || sym[9 * plane + p - w] == 0)
+        };
+        let p = (0..plane)
+            .find(|&p| sym[p] != 0 && silent(p))
+            .expect("a loud position");
+        let k = 9 * plane + p;
+        assert_eq!(fitted.coded_index(&sym, k, 30, h, w), loud);
     }
 
     #[test]
@@ -1240,7 +1353,7 @@ mod tests {
         assert!(noise.1 <= none.1, "{noise:?} against {none:?}");
         assert!(noise.0 >= none.0, "{noise:?} against {none:?}");
         // The same symbols as their own held-out set: nothing changes.
-        let mut a = ContextCalibration::new(2, levels, false);
+        let mut a = ContextCalibration::new(2, levels, false, false);
         a.add(&folds[0], &mapped, h, w);
         let fitted = a.fit(&ScaleMap::identity(2, levels), &y);
         assert!((a.cross_bits(&a, &y) - a.bits(&fitted, &y)).abs() < 1e-6);
@@ -1353,17 +1466,27 @@ mod tests {
         m.map[1].pop();
         assert!(m.validate(3, 64).is_err());
         let mut c = ScaleMap::identity(3, 64);
-        c.context = vec![0; context_len(3, 64, false) - 1];
+        c.context = vec![0; context_len(3, 64, false, false) - 1];
         assert!(c.validate(3, 64).unwrap_err().contains("context table"));
-        c.context = vec![25; context_len(3, 64, false)];
+        c.context = vec![25; context_len(3, 64, false, false)];
         assert!(c.validate(3, 64).is_err());
-        c.context = vec![-3; context_len(3, 64, false)];
+        c.context = vec![-3; context_len(3, 64, false, false)];
         assert!(c.validate(3, 64).is_ok() && c.has_context() && !c.is_identity());
         // The third feature needs a table of its size.
         c.context_depth = true;
         assert!(c.validate(3, 64).unwrap_err().contains("context table"));
-        c.context = vec![-3; context_len(3, 64, true)];
+        c.context = vec![-3; context_len(3, 64, true, false)];
         assert!(c.validate(3, 64).is_ok());
+        // So does its split by the far channels, which needs the third feature.
+        c.context_far = true;
+        assert!(c.validate(3, 64).unwrap_err().contains("context table"));
+        c.context = vec![-3; context_len(3, 64, true, true)];
+        assert!(c.validate(3, 64).is_ok());
+        c.context_depth = false;
+        assert!(c.validate(3, 64).unwrap_err().contains("does not have"));
+        c.context_depth = true;
+        c.context_far = false;
+        c.context = vec![-3; context_len(3, 64, true, false)];
         c.context.clear();
         assert!(
             c.validate(3, 64)

@@ -27,7 +27,7 @@ pub mod model;
 pub mod predict;
 pub mod weights;
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -178,6 +178,12 @@ pub struct HyperpriorCodec {
     rd_slope: f64,
     /// [`REFINE_ROUNDS`] unless changed with [`HyperpriorCodec::with_refine_rounds`].
     refine_rounds: usize,
+    /// The weights file, kept to load the network a second time on a gradient device for the
+    /// refinement's vector–Jacobian products through all of `g_s` (`None`: a codec around an
+    /// in-memory model, refined through the linear path only).
+    grad_source: Option<Arc<[u8]>>,
+    /// That network, loaded on first use (gradients off for its parameters), with its device.
+    grad_model: OnceLock<Option<(Hyperprior, Device)>>,
 }
 
 impl std::fmt::Debug for HyperpriorCodec {
@@ -218,7 +224,9 @@ impl HyperpriorCodec {
     pub fn from_weights(bytes: &[u8], device: Device) -> Result<Self> {
         let (config, model) = weights::load(bytes, &device)?;
         let map = weights::scale_map_of(bytes)?;
-        Self::from_model(model, config, weights::model_id(bytes), device)?.with_scale_map(map)
+        let mut codec = Self::from_model(model, config, weights::model_id(bytes), device)?;
+        codec.grad_source = Some(Arc::from(bytes));
+        codec.with_scale_map(map)
     }
 
     /// The codec around an in-memory model (tests, training validation); `model_id` identifies the
@@ -252,7 +260,6 @@ impl HyperpriorCodec {
             .map(|b| b.iter().map(|&v| f64::from(v) * f64::from(v)).sum())
             .collect();
         Ok(Self {
-            device,
             config,
             model,
             hs,
@@ -269,6 +276,9 @@ impl HyperpriorCodec {
             synth_basis,
             rd_slope: RD_SLOPE,
             refine_rounds: REFINE_ROUNDS,
+            grad_source: None,
+            grad_model: OnceLock::new(),
+            device,
         })
     }
 
@@ -542,6 +552,77 @@ impl HyperpriorCodec {
         Ok(img)
     }
 
+    /// The network on a gradient device (loaded on first use), for [`Self::synthesis_vjp`].
+    fn grad_network(&self) -> Option<&(Hyperprior, Device)> {
+        self.grad_model
+            .get_or_init(|| {
+                let bytes = self.grad_source.as_ref()?;
+                let device = self.device.clone().autodiff();
+                // The file loaded once already: this fails only for lack of memory, and then
+                // the refinement falls back to the linear path.
+                let model = weights::load(bytes, &device).ok()?.1.no_grad();
+                Some((model, device))
+            })
+            .as_ref()
+    }
+
+    /// `Jᵀe`: the pixel error `err` (`[3][16·h][16·w]`, 0–1 units) taken back through all of
+    /// `g_s` to the latent `y` (`[M][h][w]`), in the tiles of [`Self::synthesis`] above
+    /// [`TILE_ABOVE`] pixels; `None` without the network on a gradient device.
+    fn synthesis_vjp(&self, y: &Latent, err: &[f32]) -> Result<Option<Vec<f32>>> {
+        let Some((model, device)) = self.grad_network() else {
+            return Ok(None);
+        };
+        let (ph, pw) = (y.h * 16, y.w * 16);
+        let region = |ry0: usize, ry1: usize, rx0: usize, rx1: usize| -> Result<Vec<f32>> {
+            let (rh, rw) = (ry1 - ry0, rx1 - rx0);
+            let mut lat = vec![0.0f32; y.c * rh * rw];
+            for c in 0..y.c {
+                for yy in 0..rh {
+                    let src = (c * y.h + ry0 + yy) * y.w + rx0;
+                    let dst = (c * rh + yy) * rw;
+                    lat[dst..dst + rw].copy_from_slice(&y.data[src..src + rw]);
+                }
+            }
+            let (eh, ew) = (rh * 16, rw * 16);
+            let mut e = vec![0.0f32; 3 * eh * ew];
+            for c in 0..3 {
+                for yy in 0..eh {
+                    let src = (c * ph + ry0 * 16 + yy) * pw + rx0 * 16;
+                    let dst = (c * eh + yy) * ew;
+                    e[dst..dst + ew].copy_from_slice(&err[src..src + ew]);
+                }
+            }
+            let x = Tensor::<4>::from_data(TensorData::new(lat, [1, y.c, rh, rw]), device)
+                .require_grad();
+            let e = Tensor::<4>::from_data(TensorData::new(e, [1, 3, eh, ew]), device);
+            let grads = (model.synthesis(x.clone()) * e).sum().backward();
+            let g = x.grad(&grads).ok_or_else(|| CodecError::Backend {
+                backend: "burn".into(),
+                message: "no gradient reached the latent".into(),
+            })?;
+            values(g)
+        };
+        if y.h * y.w * 256 <= self.tile_above {
+            return region(0, y.h, 0, y.w).map(Some);
+        }
+        let mut out = vec![0.0f32; y.c * y.h * y.w];
+        for (ty0, ty1, ry0, ry1) in tiles(y.h) {
+            for (tx0, tx1, rx0, rx1) in tiles(y.w) {
+                let (rh, rw) = (ry1 - ry0, rx1 - rx0);
+                let g = region(ry0, ry1, rx0, rx1)?;
+                for c in 0..y.c {
+                    for yy in ty0..ty1 {
+                        let src = (c * rh + yy - ry0) * rw + tx0 - rx0;
+                        let dst = (c * y.h + yy) * y.w + tx0;
+                        out[dst..dst + tx1 - tx0].copy_from_slice(&g[src..src + tx1 - tx0]);
+                    }
+                }
+            }
+        }
+        Ok(Some(out))
+    }
+
     /// `z = h_a(y)` on the device.
     fn hyper_analysis(&self, y: &[f32], shape: [usize; 3]) -> Result<Latent> {
         let [c, h, w] = shape;
@@ -764,13 +845,10 @@ impl HyperpriorCodec {
         (self.refine_rounds > 0 && pixels <= REFINE_MAX_PIXELS).then_some(picture)
     }
 
-    /// Whether files at quality `q` are refined in closed loop: with the rate-distortion rounding
-    /// and `g_s`'s linear path, from [`REFINE_FROM_Q`] up.
-    fn refines(&self, q: f32) -> bool {
-        self.refine_rounds > 0
-            && self.rd_slope > 0.0
-            && self.synth_norm2.len() == self.config.m
-            && q >= REFINE_FROM_Q
+    /// Whether files are refined in closed loop (at every quality): with the rate-distortion rounding
+    /// and `g_s`'s linear path, whose basis norms scale each round's step.
+    fn refines(&self) -> bool {
+        self.refine_rounds > 0 && self.rd_slope > 0.0 && self.synth_norm2.len() == self.config.m
     }
 
     /// Bits of the `y` stream of the symbols `sym` with the base indices `indices`.
@@ -804,7 +882,6 @@ impl HyperpriorCodec {
         let want = target.as_raw();
         let mut cur = scaled.to_vec();
         let mut best: Option<(f64, Vec<i32>)> = None;
-        let mut block = vec![0.0f32; BASIS];
         for round in 0..=self.refine_rounds {
             let sym = self.rd_symbols(&cur, p.means, p.indices, p.q, p.area, h, w);
             let recon = self.dequantize(&sym, p.means, h, w);
@@ -835,37 +912,59 @@ impl HyperpriorCodec {
             if round == self.refine_rounds {
                 break;
             }
-            for bi in 0..h {
-                for bj in 0..w {
-                    // The block's pixel error, `[3][16][16]` in 0–1 units (0 outside the picture).
-                    block.fill(0.0);
-                    for ky in 0..16.min(height.saturating_sub(bi * 16)) {
-                        let row = (bi * 16 + ky) * width;
-                        for kx in 0..16.min(width.saturating_sub(bj * 16)) {
-                            let i = 3 * (row + bj * 16 + kx);
-                            for c in 0..3 {
-                                block[c * 256 + ky * 16 + kx] =
-                                    (f32::from(want[i + c]) - f32::from(got[i + c])) / 255.0;
-                            }
-                        }
+            // The pixel error, `[3][16·h][16·w]` in 0–1 units (0 outside the picture), taken
+            // back to the latent through all of `g_s` (its linear path alone without the
+            // network on a gradient device).
+            let (ph, pw) = (h * 16, w * 16);
+            let mut err = vec![0.0f32; 3 * ph * pw];
+            for py in 0..height.min(ph) {
+                for px in 0..width.min(pw) {
+                    let i = 3 * (py * width + px);
+                    for c in 0..3 {
+                        err[(c * ph + py) * pw + px] =
+                            (f32::from(want[i + c]) - f32::from(got[i + c])) / 255.0;
                     }
-                    let channels = inv
-                        .iter()
-                        .zip(&self.synth_norm2)
-                        .zip(self.synth_basis.chunks_exact(BASIS));
-                    for (c, ((&g, &n2), basis)) in channels.enumerate() {
-                        let g = f64::from(g);
-                        if n2 <= 0.0 || g == 0.0 {
-                            continue;
-                        }
-                        let dot: f32 = basis.iter().zip(&block).map(|(a, b)| a * b).sum();
-                        let k = c * plane + bi * w + bj;
-                        cur[k] = recon[k] + (REFINE_STEP * f64::from(dot) / (g * n2)) as f32;
-                    }
+                }
+            }
+            let grad = match self.synthesis_vjp(&y, &err)? {
+                Some(g) => g,
+                None => self.linear_vjp(&err, h, w),
+            };
+            for (c, (&g, &n2)) in inv.iter().zip(&self.synth_norm2).enumerate() {
+                let g = f64::from(g);
+                if n2 <= 0.0 || g == 0.0 {
+                    continue;
+                }
+                for k in c * plane..(c + 1) * plane {
+                    cur[k] = recon[k] + (REFINE_STEP * f64::from(grad[k]) / (g * n2)) as f32;
                 }
             }
         }
         Ok(best.map(|(_, s)| s).unwrap_or_default())
+    }
+
+    /// [`Self::synthesis_vjp`] through `g_s`'s linear path alone: per block and channel, the dot
+    /// product of the pixel error `err` (`[3][16·h][16·w]`) with the channel's basis image.
+    fn linear_vjp(&self, err: &[f32], h: usize, w: usize) -> Vec<f32> {
+        let (plane, pw) = (h * w, w * 16);
+        let mut out = vec![0.0f32; self.synth_norm2.len() * plane];
+        let mut block = vec![0.0f32; BASIS];
+        for bi in 0..h {
+            for bj in 0..w {
+                for c in 0..3 {
+                    for ky in 0..16 {
+                        let src = (c * h * 16 + bi * 16 + ky) * pw + bj * 16;
+                        block[c * 256 + ky * 16..c * 256 + ky * 16 + 16]
+                            .copy_from_slice(&err[src..src + 16]);
+                    }
+                }
+                for (c, basis) in self.synth_basis.chunks_exact(BASIS).enumerate() {
+                    out[c * plane + bi * w + bj] =
+                        basis.iter().zip(&block).map(|(a, b)| a * b).sum();
+                }
+            }
+        }
+        out
     }
 
     /// `ẑ` symbols with their height and width, and the scaled latent `y·g(q)`.
@@ -908,7 +1007,7 @@ impl HyperpriorCodec {
         let (z_sym, zh, zw, scaled) = self.hyper_latent(y, q)?;
         let (indices, means) = self.entropy_parameters(&z_sym, zh, zw);
         let y_sym = match target {
-            Some(t) if self.refines(q) => {
+            Some(t) if self.refines() => {
                 let params = RoundingParams {
                     means: &means,
                     indices: &indices,
@@ -1013,10 +1112,13 @@ impl HyperpriorCodec {
     }
 
     /// [`Self::encode_image_auto`] without the restoration filter: the file and its decoding.
+    /// The size is chosen on open-loop files; only the chosen one is refined (at its quality).
     fn encode_image_sized(&self, img: &RgbImage, q: f32) -> Result<(Coded, RgbImage)> {
-        let full = self.encode_image(img, q)?;
+        check_image(img)?;
+        let y = self.analysis(img)?;
+        let full = self.encode_latent_at(&y, q, img, 8, None)?;
         let (bpp, mse, decoded) = self.measure(img, &full)?;
-        let mut best = (mse, full, decoded);
+        let mut best = (mse, full, decoded, (y, None, 8, q));
         for &eighths in &SCALES[1..] {
             let picture = shrink(img, eighths)?;
             // Shrinking and enlarging alone already lose more than the full-size file: coding
@@ -1024,16 +1126,26 @@ impl HyperpriorCodec {
             if resampling_mse(img, picture.as_ref()) >= best.0 {
                 break;
             }
-            let Ok(coded) = self.encode_to_rate_at(img, picture.as_ref(), bpp, eighths)? else {
+            let Ok((coded, search)) = self.encode_to_rate_at(img, picture, bpp, eighths)? else {
                 break;
             };
             let (_, mse, decoded) = self.measure(img, &coded)?;
             if mse >= best.0 {
                 break;
             }
-            best = (mse, coded, decoded);
+            let chosen = (search.y, search.picture, eighths, search.quality);
+            best = (mse, coded, decoded, chosen);
         }
-        Ok((best.1, best.2))
+        let (_, coded, decoded, (y, picture, eighths, q)) = best;
+        let Some(target) = self.refine_target(picture.as_ref().unwrap_or(img)) else {
+            return Ok((coded, decoded));
+        };
+        if !self.refines() {
+            return Ok((coded, decoded));
+        }
+        let refined = self.encode_latent_at(&y, q, img, eighths, Some(target))?;
+        let (_, _, decoded) = self.measure(img, &refined)?;
+        Ok((refined, decoded))
     }
 
     /// Bits per pixel of a coded file, the mean squared error of its decoding (0–255 units) and
@@ -1123,16 +1235,16 @@ impl HyperpriorCodec {
     /// [`Self::encode_to_rate`] without the restoration filter: the file and its decoding.
     fn encode_to_rate_sized(&self, img: &RgbImage, bpp: f64) -> Result<(Coded, RgbImage)> {
         check_image(img)?;
-        let mut best: Option<(f64, Coded, RgbImage)> = None;
+        let mut best: Option<(f64, Coded, RgbImage, RateSearch)> = None;
         let mut lowest = f64::INFINITY;
         for &eighths in &SCALES {
             let picture = shrink(img, eighths)?;
-            if let Some((mse, _, _)) = &best
+            if let Some((mse, ..)) = &best
                 && resampling_mse(img, picture.as_ref()) >= *mse
             {
                 break;
             }
-            let coded = match self.encode_to_rate_at(img, picture.as_ref(), bpp, eighths)? {
+            let (coded, search) = match self.encode_to_rate_at(img, picture, bpp, eighths)? {
                 Ok(c) => c,
                 Err(low) => {
                     lowest = lowest.min(low);
@@ -1140,16 +1252,21 @@ impl HyperpriorCodec {
                 }
             };
             let (_, mse, decoded) = self.measure(img, &coded)?;
-            if best.as_ref().is_none_or(|(m, _, _)| mse < *m) {
-                best = Some((mse, coded, decoded));
+            if best.as_ref().is_none_or(|(m, ..)| mse < *m) {
+                best = Some((mse, coded, decoded, search));
             }
         }
-        best.map(|(_, c, d)| (c, d)).ok_or_else(|| {
+        let Some((mse, coded, decoded, search)) = best else {
             let (lo, _) = self.quality_range();
-            CodecError::InvalidParameter(format!(
+            return Err(CodecError::InvalidParameter(format!(
                 "{bpp} bpp is below the lowest rate the hyperprior reaches on this image ({lowest:.4} bpp at -q {lo})"
-            ))
-        })
+            )));
+        };
+        // The size is chosen open-loop; only the chosen one is refined.
+        match self.refined_to_rate(img, search, bpp, mse)? {
+            Some(refined) => Ok(refined),
+            None => Ok((coded, decoded)),
+        }
     }
 
     /// The highest quality whose file of `img` coded as `picture` (its `eighths`/8-size version,
@@ -1158,51 +1275,148 @@ impl HyperpriorCodec {
     fn encode_to_rate_at(
         &self,
         img: &RgbImage,
-        picture: Option<&RgbImage>,
+        picture: Option<RgbImage>,
         bpp: f64,
         eighths: u8,
-    ) -> Result<std::result::Result<Coded, f64>> {
-        let y = self.analysis(picture.unwrap_or(img))?;
-        let target = self.refine_target(picture.unwrap_or(img));
+    ) -> Result<std::result::Result<(Coded, RateSearch), f64>> {
+        let y = self.analysis(picture.as_ref().unwrap_or(img))?;
         let pixels = f64::from(img.width()) * f64::from(img.height());
         let (lo, hi) = self.quality_range();
-        // The search rounds open-loop; only its result is refined, and kept if it still fits.
-        let run = |q: f32, target: Option<&RgbImage>| -> Result<(Coded, f64)> {
-            let c = self.encode_latent_at(&y, q, img, eighths, target)?;
+        // The search rounds open-loop; only its result is refined (see `Self::refined_to_rate`).
+        let run = |q: f32| -> Result<(Coded, f64)> {
+            let c = self.encode_latent_at(&y, q, img, eighths, None)?;
             let size = c.container.to_bytes()?.len() as f64 * 8.0 / pixels;
             Ok((c, size))
         };
-        let refined = |best: Coded| -> Result<Coded> {
-            let q = best.container.params.quality;
-            let Some(t) = target.filter(|_| self.refines(q)) else {
-                return Ok(best);
-            };
-            let (c, rate) = run(q, Some(t))?;
-            Ok(if rate <= bpp { c } else { best })
-        };
-        let (low, low_rate) = run(lo, None)?;
+        let mut seen = Vec::new();
+        let (low, low_rate) = run(lo)?;
         if low_rate > bpp {
             return Ok(Err(low_rate));
         }
-        let (high, high_rate) = run(hi, None)?;
-        if high_rate <= bpp {
-            return Ok(Ok(refined(high)?));
-        }
-        let (mut a, mut b, mut best) = (lo, hi, low);
-        for _ in 0..14 {
-            let q = 0.5 * (a + b);
-            let (c, rate) = run(q, None)?;
-            if rate <= bpp {
-                a = q;
-                best = c;
-                if rate >= bpp * 0.995 {
-                    break;
+        seen.push((lo, low_rate));
+        let (high, high_rate) = run(hi)?;
+        seen.push((hi, high_rate));
+        let (best, best_rate) = if high_rate <= bpp {
+            (high, high_rate)
+        } else {
+            let (mut a, mut b, mut best) = ((lo, low_rate), hi, low);
+            for _ in 0..14 {
+                let q = 0.5 * (a.0 + b);
+                let (c, rate) = run(q)?;
+                seen.push((q, rate));
+                if rate <= bpp {
+                    a = (q, rate);
+                    best = c;
+                    if rate >= bpp * 0.995 {
+                        break;
+                    }
+                } else {
+                    b = q;
                 }
+            }
+            (best, a.1)
+        };
+        let search = RateSearch {
+            y,
+            picture,
+            eighths,
+            quality: best.container.params.quality,
+            rate: best_rate,
+            seen,
+        };
+        Ok(Ok((best, search)))
+    }
+
+    /// A refined file of `img` for the rate target `bpp` from the open-loop search `search`
+    /// (whose file decodes with the error `mse`), with its decoding, when one lands within
+    /// [`RATE_TOLERANCE`] below `bpp` and decodes with less error; else `None`. The refinement
+    /// spends more bits than the open-loop rounding at the same quality (for a better picture),
+    /// so the refined file is searched at lower qualities: the quality of each try is read off
+    /// the open-loop rates of the search (log-linear in the rate), aiming at `bpp` shrunk by the
+    /// refinement's last measured overshoot, and bracketed by the tries before.
+    fn refined_to_rate(
+        &self,
+        img: &RgbImage,
+        search: RateSearch,
+        bpp: f64,
+        mse: f64,
+    ) -> Result<Option<(Coded, RgbImage)>> {
+        let RateSearch {
+            y,
+            picture,
+            eighths,
+            quality: q0,
+            rate: open_rate,
+            mut seen,
+        } = search;
+        let Some(target) = self.refine_target(picture.as_ref().unwrap_or(img)) else {
+            return Ok(None);
+        };
+        if !self.refines() {
+            return Ok(None);
+        }
+        let pixels = f64::from(img.width()) * f64::from(img.height());
+        let run = |q: f32| -> Result<(Coded, f64)> {
+            let c = self.encode_latent_at(&y, q, img, eighths, Some(target))?;
+            let size = c.container.to_bytes()?.len() as f64 * 8.0 / pixels;
+            Ok((c, size))
+        };
+        seen.sort_by(|a, b| a.0.total_cmp(&b.0));
+        // The quality whose open-loop file would have `rate` bits per pixel.
+        let quality_at = |rate: f64| -> f32 {
+            let ln = rate.max(f64::MIN_POSITIVE).ln();
+            let mut q = seen[0].0;
+            for pair in seen.windows(2) {
+                let ((qa, ra), (qb, rb)) = (pair[0], pair[1]);
+                if ra.ln() <= ln && rb > ra {
+                    let t = ((ln - ra.ln()) / (rb.ln() - ra.ln())).min(1.0);
+                    q = qa + (qb - qa) * t as f32;
+                }
+            }
+            q
+        };
+        let enough = bpp * (1.0 - RATE_TOLERANCE);
+        let (refined, rate) = run(q0)?;
+        let mut overshoot = rate / open_rate;
+        // Qualities whose refined file fits (`lo`) or does not (`hi`).
+        let (mut lo, mut hi) = (None::<f32>, None::<f32>);
+        let mut found = None;
+        if rate <= bpp {
+            lo = Some(q0);
+            found = Some((refined, rate));
+        } else {
+            hi = Some(q0);
+        }
+        for _ in 0..REFINE_RATE_TRIES {
+            if found.as_ref().is_some_and(|(_, r)| *r >= enough) {
+                break;
+            }
+            let mut q = quality_at(bpp / overshoot);
+            if let (Some(a), Some(b)) = (lo, hi)
+                && !(q > a && q < b)
+            {
+                q = 0.5 * (a + b);
+            }
+            if hi.is_some_and(|b| q >= b) || lo.is_some_and(|a| q <= a) {
+                break;
+            }
+            let (c, r) = run(q)?;
+            overshoot = r / quality_rate(&seen, q);
+            if r <= bpp {
+                lo = Some(q);
+                found = Some((c, r));
             } else {
-                b = q;
+                hi = Some(q);
             }
         }
-        Ok(Ok(refined(best)?))
+        let Some((refined, rate)) = found else {
+            return Ok(None);
+        };
+        if rate < enough && open_rate >= enough {
+            return Ok(None);
+        }
+        let (_, refined_mse, decoded) = self.measure(img, &refined)?;
+        Ok((refined_mse < mse).then_some((refined, decoded)))
     }
 
     /// Decodes the symbols of a file back to `ŷ` (after inverse gain) and the symbols.
@@ -1377,9 +1591,38 @@ pub const RD_SLOPE: f64 = 3.0;
 /// Closed-loop refinement rounds of the rounded `y` (see [`HyperpriorCodec::with_refine_rounds`]).
 pub const REFINE_ROUNDS: usize = 2;
 
-/// The lowest quality refined in closed loop: below it the refinement moves the file along the
-/// curve, not above it (see `assets/README.md`), and only costs time.
-pub const REFINE_FROM_Q: f32 = 5.0;
+/// Refined files tried at lower qualities when a rate target is set (see
+/// [`HyperpriorCodec::refined_to_rate`]).
+const REFINE_RATE_TRIES: usize = 4;
+
+/// A file for a rate target lands at most this fraction below it.
+pub const RATE_TOLERANCE: f64 = 0.03;
+
+/// What [`HyperpriorCodec::refined_to_rate`] needs of the open-loop search at one coded size:
+/// the latent, the coded picture (`None`: the image itself) and its size in eighths, the quality
+/// and rate of the file found, and every `(quality, open-loop rate)` pair measured.
+struct RateSearch {
+    y: Latent,
+    picture: Option<RgbImage>,
+    eighths: u8,
+    quality: f32,
+    rate: f64,
+    seen: Vec<(f32, f64)>,
+}
+
+/// The open-loop rate at quality `q`, log-linear between the measured pairs `seen` (sorted by
+/// quality).
+fn quality_rate(seen: &[(f32, f64)], q: f32) -> f64 {
+    let i = seen.partition_point(|(sq, _)| *sq <= q);
+    match (i.checked_sub(1).map(|j| seen[j]), seen.get(i).copied()) {
+        (Some((qa, ra)), Some((qb, rb))) if qb > qa => {
+            let t = f64::from((q - qa) / (qb - qa));
+            (ra.ln() + (rb.ln() - ra.ln()) * t).exp()
+        }
+        (Some((_, r)), _) | (None, Some((_, r))) => r,
+        (None, None) => f64::NAN,
+    }
+}
 
 /// The fraction of each refinement round's least-squares correction applied.
 const REFINE_STEP: f64 = 1.0;
@@ -1801,6 +2044,110 @@ mod tests {
         assert_eq!(quantize(1.0 + edge - 0.01), 1);
         assert_eq!(quantize(f32::NAN), 0);
         assert_eq!(quantize(f32::INFINITY), SYMBOL_CLAMP as i32);
+    }
+
+    /// A reproducible pseudo-random vector in `[-a, a)`.
+    fn noise(n: usize, seed: u64, a: f32) -> Vec<f32> {
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                ((x >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * a
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_refinement_gradient_is_the_transpose_of_the_whole_synthesis() {
+        let codec = HyperpriorCodec::shipped(crate::Backend::Cpu.device()).unwrap();
+        let (m, h, w) = (codec.config.m, 3, 2);
+        let y = Latent {
+            c: m,
+            h,
+            w,
+            data: noise(m * h * w, 1, 2.0),
+        };
+        let err = noise(3 * h * 16 * w * 16, 2, 0.1);
+        let grad = codec.synthesis_vjp(&y, &err).unwrap().expect("a gradient");
+        // Against central differences of g_s along a random direction.
+        let v = noise(m * h * w, 3, 1.0);
+        let gs = |t: f32| -> Vec<f32> {
+            let data = y.data.iter().zip(&v).map(|(a, b)| a + t * b).collect();
+            values(codec.model.synthesis(codec.upload(data, [1, m, h, w]))).unwrap()
+        };
+        let eps = 0.05;
+        let fd: f64 = gs(eps)
+            .iter()
+            .zip(gs(-eps))
+            .zip(&err)
+            .map(|((a, b), e)| f64::from((a - b) / (2.0 * eps) * e))
+            .sum();
+        let dot: f64 = grad.iter().zip(&v).map(|(g, v)| f64::from(g * v)).sum();
+        assert!(
+            (dot - fd).abs() <= 0.01 * fd.abs(),
+            "vjp·v {dot} vs finite differences {fd}"
+        );
+        // The deep path is in it: the linear path's transpose alone is measurably different.
+        let plane = h * w;
+        let mut linear = vec![0.0f32; m * plane];
+        for (c, basis) in codec.synth_basis.chunks_exact(BASIS).enumerate() {
+            for p in 0..plane {
+                let (bi, bj) = (p / w, p % w);
+                let mut d = 0.0;
+                for ch in 0..3 {
+                    for ky in 0..16 {
+                        for kx in 0..16 {
+                            let e = err[(ch * h * 16 + bi * 16 + ky) * w * 16 + bj * 16 + kx];
+                            d += basis[ch * 256 + ky * 16 + kx] * e;
+                        }
+                    }
+                }
+                linear[c * plane + p] = d;
+            }
+        }
+        let norm = |v: &[f32]| v.iter().map(|x| f64::from(x * x)).sum::<f64>().sqrt();
+        let diff: Vec<f32> = grad.iter().zip(&linear).map(|(a, b)| a - b).collect();
+        assert!(
+            norm(&diff) > 0.05 * norm(&grad),
+            "{} vs {}",
+            norm(&diff),
+            norm(&grad)
+        );
+    }
+
+    #[test]
+    fn the_refinement_gradient_in_tiles_is_the_whole_one() {
+        let whole = HyperpriorCodec::shipped(crate::Backend::Cpu.device()).unwrap();
+        let tiled = HyperpriorCodec::shipped(crate::Backend::Cpu.device())
+            .unwrap()
+            .with_tile_above(0);
+        let (m, h, w) = (whole.config.m, TILE + 6, 3);
+        let y = Latent {
+            c: m,
+            h,
+            w,
+            data: noise(m * h * w, 4, 2.0),
+        };
+        let err = noise(3 * h * 16 * w * 16, 5, 0.1);
+        let a = whole.synthesis_vjp(&y, &err).unwrap().expect("a gradient");
+        let b = tiled.synthesis_vjp(&y, &err).unwrap().expect("a gradient");
+        let scale = a.iter().fold(0.0f32, |s, v| s.max(v.abs()));
+        let worst = a
+            .iter()
+            .zip(&b)
+            .fold(0.0f32, |s, (x, y)| s.max((x - y).abs()));
+        assert!(
+            worst <= 1e-4 * scale,
+            "tiles differ by {worst} (largest {scale})"
+        );
+        // From memory, not a copy: a codec around an in-memory model has no gradient network.
+        let cfg = HyperpriorConfig::TINY;
+        let device = crate::Backend::Cpu.device();
+        let bare =
+            HyperpriorCodec::from_model(cfg.init(&device), cfg, ModelId([0; 8]), device).unwrap();
+        assert!(bare.grad_network().is_none());
     }
 
     #[test]
