@@ -524,16 +524,7 @@ impl HyperpriorCodec {
                 }
             };
         let region = |ry0: usize, ry1: usize, rx0: usize, rx1: usize| -> Vec<f32> {
-            let (rh, rw) = (ry1 - ry0, rx1 - rx0);
-            let mut v = vec![0.0f32; y.c * rh * rw];
-            for c in 0..y.c {
-                for yy in 0..rh {
-                    let src = (c * y.h + ry0 + yy) * y.w + rx0;
-                    let dst = (c * rh + yy) * rw;
-                    v[dst..dst + rw].copy_from_slice(&y.data[src..src + rw]);
-                }
-            }
-            v
+            crop_planes(&y.data, [y.c, y.h, y.w], (ry0, ry1), (rx0, rx1))
         };
         if y.h * y.w * 256 <= self.tile_above {
             let x = self.upload(y.data.clone(), [1, y.c, y.h, y.w]);
@@ -576,23 +567,9 @@ impl HyperpriorCodec {
         let (ph, pw) = (y.h * 16, y.w * 16);
         let region = |ry0: usize, ry1: usize, rx0: usize, rx1: usize| -> Result<Vec<f32>> {
             let (rh, rw) = (ry1 - ry0, rx1 - rx0);
-            let mut lat = vec![0.0f32; y.c * rh * rw];
-            for c in 0..y.c {
-                for yy in 0..rh {
-                    let src = (c * y.h + ry0 + yy) * y.w + rx0;
-                    let dst = (c * rh + yy) * rw;
-                    lat[dst..dst + rw].copy_from_slice(&y.data[src..src + rw]);
-                }
-            }
+            let lat = crop_planes(&y.data, [y.c, y.h, y.w], (ry0, ry1), (rx0, rx1));
             let (eh, ew) = (rh * 16, rw * 16);
-            let mut e = vec![0.0f32; 3 * eh * ew];
-            for c in 0..3 {
-                for yy in 0..eh {
-                    let src = (c * ph + ry0 * 16 + yy) * pw + rx0 * 16;
-                    let dst = (c * eh + yy) * ew;
-                    e[dst..dst + ew].copy_from_slice(&err[src..src + ew]);
-                }
-            }
+            let e = crop_planes(err, [3, ph, pw], (ry0 * 16, ry1 * 16), (rx0 * 16, rx1 * 16));
             let x = Tensor::<4>::from_data(TensorData::new(lat, [1, y.c, rh, rw]), device)
                 .require_grad();
             let e = Tensor::<4>::from_data(TensorData::new(e, [1, 3, eh, ew]), device);
@@ -1778,6 +1755,25 @@ fn to_symbol(v: f32) -> i32 {
     } else {
         v.round().clamp(-SYMBOL_CLAMP, SYMBOL_CLAMP) as i32
     }
+}
+
+/// The window `[y0, y1) × [x0, x1)` of every plane of the `[c][h][w]` array `data`.
+fn crop_planes(
+    data: &[f32],
+    [c, h, w]: [usize; 3],
+    (y0, y1): (usize, usize),
+    (x0, x1): (usize, usize),
+) -> Vec<f32> {
+    let (rh, rw) = (y1 - y0, x1 - x0);
+    let mut out = vec![0.0f32; c * rh * rw];
+    for k in 0..c {
+        for yy in 0..rh {
+            let src = (k * h + y0 + yy) * w + x0;
+            let dst = (k * rh + yy) * rw;
+            out[dst..dst + rw].copy_from_slice(&data[src..src + rw]);
+        }
+    }
+    out
 }
 
 /// Tiles of `len` latent rows: `(inner start, inner end, region start, region end)`.
