@@ -68,6 +68,7 @@ struct Plane {
 
 impl Plane {
     /// Separable Gaussian filter, "valid" (no padding): (w − 10) × (h − 10).
+    #[cfg(test)]
     fn blur(&self, g: &[f64; WIN]) -> Plane {
         let (w2, h2) = (self.w - (WIN - 1), self.h - (WIN - 1));
         let mut tmp = vec![0.0; w2 * self.h];
@@ -90,6 +91,7 @@ impl Plane {
         }
     }
 
+    #[cfg(test)]
     fn map2(&self, o: &Plane, f: impl Fn(f64, f64) -> f64) -> Plane {
         Plane {
             w: self.w,
@@ -125,7 +127,58 @@ impl Plane {
 }
 
 /// (mean SSIM, mean contrast-structure) of two planes.
+///
+/// Streams over rows: the five blurred statistics (x, y, x², y², xy) are blurred horizontally one
+/// input row at a time into a ring of the last [`WIN`] rows, and vertically one output row at a
+/// time, so the memory beyond the planes is `5 × WIN` rows (an 8K plane would otherwise need nine
+/// more planes of its size). The sums run in the same order as blurring whole planes
+/// ([`Plane::blur`]), so the result is the same to the last bit.
 fn ssim_cs(x: &Plane, y: &Plane, g: &[f64; WIN]) -> (f64, f64) {
+    let (c1, c2) = (0.01f64.powi(2), 0.03f64.powi(2));
+    let (w, w2, h2) = (x.w, x.w - (WIN - 1), x.h - (WIN - 1));
+    let mut ring = vec![0.0f64; 5 * WIN * w2];
+    let (mut ssim, mut cs) = (0.0, 0.0);
+    for r in 0..x.h {
+        let (xr, yr) = (&x.v[r * w..(r + 1) * w], &y.v[r * w..(r + 1) * w]);
+        let slot = r % WIN;
+        for q in 0..5 {
+            let row = &mut ring[(q * WIN + slot) * w2..(q * WIN + slot + 1) * w2];
+            let at = |i: usize| match q {
+                0 => xr[i],
+                1 => yr[i],
+                2 => xr[i] * xr[i],
+                3 => yr[i] * yr[i],
+                _ => xr[i] * yr[i],
+            };
+            for (i, v) in row.iter_mut().enumerate() {
+                *v = (0..WIN).map(|k| g[k] * at(i + k)).sum();
+            }
+        }
+        let Some(top) = (r + 1).checked_sub(WIN) else {
+            continue;
+        };
+        for i in 0..w2 {
+            let blur = |q: usize| -> f64 {
+                (0..WIN)
+                    .map(|k| g[k] * ring[(q * WIN + (top + k) % WIN) * w2 + i])
+                    .sum()
+            };
+            let (m1, m2) = (blur(0), blur(1));
+            let s1 = blur(2) - m1 * m1;
+            let s2 = blur(3) - m2 * m2;
+            let s12 = blur(4) - m1 * m2;
+            let c = (2.0 * s12 + c2) / (s1 + s2 + c2);
+            cs += c;
+            ssim += (2.0 * m1 * m2 + c1) / (m1 * m1 + m2 * m2 + c1) * c;
+        }
+    }
+    let n = (w2 * h2) as f64;
+    (ssim / n, cs / n)
+}
+
+/// [`ssim_cs`] on whole planes (the definition, kept as the streaming version's reference).
+#[cfg(test)]
+fn ssim_cs_planes(x: &Plane, y: &Plane, g: &[f64; WIN]) -> (f64, f64) {
     let (c1, c2) = (0.01f64.powi(2), 0.03f64.powi(2));
     let mu1 = x.blur(g);
     let mu2 = y.blur(g);
@@ -311,6 +364,31 @@ mod tests {
         // MSE 1 → 48.1308 dB.
         assert!((psnr_u8(&[0, 0], &[1, 1]).unwrap() - 48.130_803_608_679_1).abs() < 1e-9);
         assert!(psnr_u8(&[0], &[0, 1]).is_err());
+    }
+
+    #[test]
+    fn streamed_ssim_is_the_whole_plane_definition_to_the_bit() {
+        let (w, h) = (53, 37);
+        let mut state = 12345u32;
+        let mut next = || {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            f64::from(state >> 8) / f64::from(1u32 << 24)
+        };
+        let x = Plane {
+            w,
+            h,
+            v: (0..w * h).map(|_| next()).collect(),
+        };
+        let y = Plane {
+            w,
+            h,
+            v: x.v.iter().map(|&v| (v + 0.2 * next()).min(1.0)).collect(),
+        };
+        let g = gaussian_window();
+        let (a, b) = (ssim_cs(&x, &y, &g), ssim_cs_planes(&x, &y, &g));
+        assert_eq!(a.0.to_bits(), b.0.to_bits(), "{a:?} {b:?}");
+        assert_eq!(a.1.to_bits(), b.1.to_bits(), "{a:?} {b:?}");
+        assert!(a.0 < 0.99 && a.0 > 0.0, "{a:?}");
     }
 
     #[test]
