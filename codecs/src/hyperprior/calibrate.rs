@@ -1,7 +1,7 @@
 //! Scale calibration: a per-channel integer map from the scale index `h_s` predicts to the index
 //! the coder uses, fitted after training on real images.
 //!
-//! A short-trained `h_s` is badly calibrated on whole photos: on Kodak the shipped M = 256 weights
+//! A short-trained `h_s` is badly calibrated on whole photos: on Kodak the M = 256 weights of stage 3
 //! predicted σ 1.6–3.4× too large for most latents (4–10 steps of the 13 %-per-step scale table),
 //! so `y` cost 28 % more than a static per-channel histogram of the very same symbols. Training
 //! sees 128² crops, where `z` is 2×2 and every latent is next to a border; that, and the noise
