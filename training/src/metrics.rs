@@ -132,7 +132,7 @@ impl Plane {
 /// input row at a time into a ring of the last [`WIN`] rows, and vertically one output row at a
 /// time, so the memory beyond the planes is `5 × WIN` rows (an 8K plane would otherwise need nine
 /// more planes of its size). The sums run in the same order as blurring whole planes
-/// ([`Plane::blur`]), so the result is the same to the last bit.
+/// (`ssim_cs_planes`, the test reference), so the result is the same to the last bit.
 fn ssim_cs(x: &Plane, y: &Plane, g: &[f64; WIN]) -> (f64, f64) {
     let (c1, c2) = (0.01f64.powi(2), 0.03f64.powi(2));
     let (w, w2, h2) = (x.w, x.w - (WIN - 1), x.h - (WIN - 1));
