@@ -10,11 +10,17 @@ use ncodec_codecs::Backend;
 use ncodec_codecs::hyperprior::hs_cpu::HyperSynthesisCpu;
 use ncodec_codecs::hyperprior::{
     HyperpriorCodec, HyperpriorConfig, STREAM_FILTER, STREAM_FILTER_CLIPPED, STREAM_FILTER_COMPACT,
-    weights,
+    STREAM_FILTER_FINE, STREAM_FILTER_FINE_CLIPPED, weights,
 };
 
-/// Labels of the restoration filter streams the encoder writes (first and clipped stage).
-const FILTERS: [u8; 2] = [STREAM_FILTER_COMPACT, STREAM_FILTER_CLIPPED];
+/// Labels of the restoration filter streams the encoder writes (first and clipped stage, on the
+/// 8-bit picture or the fine one).
+const FILTERS: [u8; 4] = [
+    STREAM_FILTER_COMPACT,
+    STREAM_FILTER_CLIPPED,
+    STREAM_FILTER_FINE,
+    STREAM_FILTER_FINE_CLIPPED,
+];
 
 fn kodak_crop(w: u32, h: u32) -> RgbImage {
     let path = concat!(
@@ -1069,7 +1075,11 @@ fn a_rate_target_gets_a_refined_file_within_the_tolerance() {
 
 #[test]
 fn the_shipped_codec_sends_a_restoration_filter_that_pays_for_its_bits() {
-    let codec = HyperpriorCodec::shipped(Backend::Cpu.device()).expect("shipped");
+    // The 8-bit filter path (labels 3 and 4): what the encoder writes above FINE_MAX_PIXELS, and
+    // every file before the fine path.
+    let codec = HyperpriorCodec::shipped(Backend::Cpu.device())
+        .expect("shipped")
+        .with_fine_filter(false);
     let img = kodak_crop(384, 256);
     let coded = codec.encode_image_auto(&img, 4.0).expect("encode");
     let filter = coded
@@ -1180,7 +1190,9 @@ fn the_shipped_codec_sends_a_restoration_filter_that_pays_for_its_bits() {
 
 #[test]
 fn the_clipped_filter_stage_pays_and_damaged_ones_are_refused() {
-    let codec = HyperpriorCodec::shipped(Backend::Cpu.device()).expect("shipped");
+    let codec = HyperpriorCodec::shipped(Backend::Cpu.device())
+        .expect("shipped")
+        .with_fine_filter(false);
     let img = kodak_crop(384, 256);
     let coded = [1.0, 2.0, 4.0]
         .into_iter()
@@ -1254,6 +1266,107 @@ fn the_clipped_filter_stage_pays_and_damaged_ones_are_refused() {
     let e = edit(&|file| {
         for s in &mut file.streams {
             if s.label == STREAM_FILTER_CLIPPED {
+                s.kind = ncodec_bitstream::StreamKind::Ans32;
+            }
+        }
+    });
+    assert!(e.contains("not raw bytes"), "{e}");
+}
+
+/// The fine filter path: the synthesis (and, for a picture coded smaller, its enlargement) kept
+/// at 1/16 of a level through both filter stages and rounded to 8 bits once. Same symbols as the
+/// 8-bit path, a better picture where the roundings it skips matter (high rates), and damaged or
+/// contradictory filter streams are refused.
+#[test]
+fn the_fine_filter_path_skips_two_roundings_and_damaged_ones_are_refused() {
+    let fine = HyperpriorCodec::shipped(Backend::Cpu.device()).expect("shipped");
+    let eight = HyperpriorCodec::shipped(Backend::Cpu.device())
+        .expect("shipped")
+        .with_fine_filter(false);
+    let img = kodak_crop(256, 192);
+    let labels = |c: &Container| c.streams.iter().map(|s| s.label).collect::<Vec<_>>();
+    let a = fine.encode_image_auto(&img, 8.0).expect("fine");
+    let b = eight.encode_image_auto(&img, 8.0).expect("8-bit");
+    assert!(
+        labels(&a.container).contains(&STREAM_FILTER_FINE),
+        "{:?}",
+        labels(&a.container)
+    );
+    assert!(!labels(&a.container).contains(&STREAM_FILTER_COMPACT));
+    assert!(labels(&b.container).contains(&STREAM_FILTER_COMPACT));
+    assert!(!labels(&b.container).contains(&STREAM_FILTER_FINE));
+    assert_eq!(a.y, b.y, "the filter path only touches pixels");
+    let limits = Limits::default();
+    let bytes = a.container.to_bytes().expect("bytes");
+    let parsed = Container::parse(&bytes, &limits).expect("parse");
+    let with_fine = fine.decode_image(&parsed, &limits).expect("decode");
+    // Any build of the codec decodes the file the same way (the path is the file's, not the
+    // decoder's setting).
+    assert_eq!(
+        eight.decode_image(&parsed, &limits).expect("decode"),
+        with_fine
+    );
+    let with_eight = eight.decode_image(&b.container, &limits).expect("decode");
+    let (p_fine, p_eight) = (psnr(&img, &with_fine), psnr(&img, &with_eight));
+    let (n_fine, n_eight) = (bytes.len(), b.container.to_bytes().expect("bytes").len());
+    eprintln!("q8: fine {n_fine} bytes {p_fine:.3} dB, 8-bit {n_eight} bytes {p_eight:.3} dB");
+    assert!(
+        p_fine > p_eight + 0.02 && n_fine <= n_eight + 64,
+        "fine {n_fine} bytes {p_fine:.3} dB, 8-bit {n_eight} bytes {p_eight:.3} dB"
+    );
+    // Without its filter streams the file is an unfiltered 8-bit decoding.
+    let mut bare = parsed.clone();
+    bare.streams.retain(|s| !FILTERS.contains(&s.label));
+    let unfiltered = fine.decode_image(&bare, &limits).expect("decode");
+    assert!(psnr(&img, &unfiltered) < p_fine);
+    // Damage and contradictions are errors, never panics.
+    let edit = |f: &dyn Fn(&mut Container)| {
+        let mut file = parsed.clone();
+        f(&mut file);
+        fine.decode_image(&file, &limits)
+            .expect_err("a damaged fine filter")
+            .to_string()
+    };
+    let first = parsed
+        .streams
+        .iter()
+        .find(|s| s.label == STREAM_FILTER_FINE)
+        .cloned()
+        .expect("fine filter");
+    for n in [0, 1, first.data.len() / 2, first.data.len() - 1] {
+        let e = edit(&|file| {
+            for s in &mut file.streams {
+                if s.label == STREAM_FILTER_FINE {
+                    s.data.truncate(n);
+                }
+            }
+        });
+        assert!(e.contains("restoration filter"), "{n}: {e}");
+    }
+    let e = edit(&|file| {
+        let mut other = first.clone();
+        other.label = STREAM_FILTER_COMPACT;
+        file.streams.push(other);
+    });
+    assert!(e.contains("more than one"), "{e}");
+    let e = edit(&|file| {
+        let mut other = first.clone();
+        other.label = STREAM_FILTER_CLIPPED;
+        other.data.insert(0, 4);
+        file.streams.push(other);
+    });
+    assert!(e.contains("8-bit clipped"), "{e}");
+    let e = edit(&|file| {
+        file.streams.retain(|s| s.label != STREAM_FILTER_FINE);
+        let mut other = first.clone();
+        other.label = STREAM_FILTER_FINE_CLIPPED;
+        other.data.insert(0, 4);
+        file.streams.push(other);
+    });
+    assert!(e.contains("without the fine filter"), "{e}");
+    let e = edit(&|file| {
+        for s in &mut file.streams {
+            if s.label == STREAM_FILTER_FINE {
                 s.kind = ncodec_bitstream::StreamKind::Ans32;
             }
         }

@@ -15,7 +15,8 @@
 //!    (`⌊·⌉` with a small dead zone, [`DEAD_ZONE`]);
 //! 6. the decoder repeats 3–5 from the file and runs `x̂ = g_s(ŷ·g⁻¹(q))`, tiled;
 //! 7. the encoder fits a restoration filter to the decoded picture ([`crate::wiener`]) and sends it
-//!    when it pays; the decoder applies it last, in integer arithmetic.
+//!    when it pays; the decoder applies it last, in integer arithmetic, on the picture kept at 1/16
+//!    of a level ([`STREAM_FILTER_FINE`]) and rounded to 8 bits once at the end.
 //!
 //! At low rates the encoder may code the picture at 3/4 or 1/2 of its size ([`SCALES`]; one byte
 //! in the file), which the decoder enlarges back: it does when the smaller picture decodes with
@@ -72,6 +73,17 @@ pub const STREAM_FILTER_COMPACT: u8 = 3;
 /// Stream label of the optional second, clipped restoration filter, applied after the first
 /// (raw bytes, [`wiener::Filter::to_clipped_bytes`]; only with a first filter, at most one).
 pub const STREAM_FILTER_CLIPPED: u8 = 4;
+/// Stream label of the **fine** restoration filter: the compact coding of label 3, applied to the
+/// decoded picture kept at 1/16 of an 8-bit level ([`wiener::FINE_SHIFT`]; the synthesis and the
+/// enlargement are not rounded to 8 bits before it). A file holds at most one filter stream of
+/// labels 2, 3 and 5.
+pub const STREAM_FILTER_FINE: u8 = 5;
+/// Stream label of the fine path's clipped second stage (label 4's payload, applied at 1/16 of a
+/// level to the output of the label-5 filter; only with it, at most one).
+pub const STREAM_FILTER_FINE_CLIPPED: u8 = 6;
+/// Pictures of more pixels than this get the 8-bit filter path (labels 3 and 4): the fine one
+/// holds two 16-bit copies of the picture.
+pub const FINE_MAX_PIXELS: u64 = 1 << 24;
 
 /// Coded resolutions the encoder chooses from, in eighths of each side (8 = the full image).
 /// Below about 0.6 bpp the 16×16 block transform spends its bits better on a smaller picture
@@ -178,6 +190,8 @@ pub struct HyperpriorCodec {
     rd_slope: f64,
     /// [`REFINE_ROUNDS`] unless changed with [`HyperpriorCodec::with_refine_rounds`].
     refine_rounds: usize,
+    /// Whether the encoder sends the fine restoration filter (labels 5 and 6) where it may.
+    fine_filter: bool,
     /// The weights file, kept to load the network a second time on a gradient device for the
     /// refinement's vector–Jacobian products through all of `g_s` (`None`: a codec around an
     /// in-memory model, refined through the linear path only).
@@ -276,6 +290,7 @@ impl HyperpriorCodec {
             synth_basis,
             rd_slope: RD_SLOPE,
             refine_rounds: REFINE_ROUNDS,
+            fine_filter: true,
             grad_source: None,
             grad_model: OnceLock::new(),
             device,
@@ -373,6 +388,13 @@ impl HyperpriorCodec {
         } else {
             0.0
         };
+        self
+    }
+
+    /// Sends the restoration filter on the 8-bit picture (labels 3 and 4, as encoders before the
+    /// fine path did) instead of the fine one (labels 5 and 6) when `fine` is false.
+    pub fn with_fine_filter(mut self, fine: bool) -> Self {
+        self.fine_filter = fine;
         self
     }
 
@@ -506,7 +528,27 @@ impl HyperpriorCodec {
     /// # Errors
     /// [`CodecError::Backend`] if the device fails.
     pub fn synthesis(&self, y: &Latent, width: usize, height: usize) -> Result<RgbImage> {
-        let mut img = RgbImage::new(width as u32, height as u32);
+        Ok(self.synthesis_fixed(y, width, height, 0)?.to_rgb())
+    }
+
+    /// [`Self::synthesis`] in fixed point with `shift` fraction bits: `round(clamp(g_s(ŷ), 0, 1)·255·2^shift)`.
+    ///
+    /// # Errors
+    /// [`CodecError::Backend`] if the device fails.
+    pub fn synthesis_fixed(
+        &self,
+        y: &Latent,
+        width: usize,
+        height: usize,
+        shift: u32,
+    ) -> Result<wiener::Fixed> {
+        let mut img = wiener::Fixed {
+            width,
+            height,
+            shift,
+            data: vec![0; 3 * width * height],
+        };
+        let full = (255u32 << shift) as f32;
         let mut put =
             |t: &[f32], ry0: usize, rx0: usize, rh: usize, rw: usize, inner: [usize; 4]| {
                 let [y0, y1, x0, x1] = inner;
@@ -514,12 +556,11 @@ impl HyperpriorCodec {
                 for py in (y0 * 16)..(y1 * 16).min(height) {
                     for px in (x0 * 16)..(x1 * 16).min(width) {
                         let (yy, xx) = (py - ry0 * 16, px - rx0 * 16);
-                        let mut rgb = [0u8; 3];
-                        for (c, v) in rgb.iter_mut().enumerate() {
+                        let at = (py * width + px) * 3;
+                        for c in 0..3 {
                             let s = t[(c * th + yy) * tw + xx];
-                            *v = (s.clamp(0.0, 1.0) * 255.0).round() as u8;
+                            img.data[at + c] = (s.clamp(0.0, 1.0) * full).round() as u16;
                         }
-                        img.put_pixel(px as u32, py as u32, image::Rgb(rgb));
                     }
                 }
             };
@@ -1144,6 +1185,33 @@ impl HyperpriorCodec {
         lambda: f64,
     ) -> Coded {
         let slope = lambda * FILTER_SLOPE;
+        let pixels = u64::from(img.width()) * u64::from(img.height());
+        if self.fine_filter && pixels <= FINE_MAX_PIXELS {
+            let fine = self
+                .decoded_fixed(&coded.container, &Limits::default(), wiener::FINE_SHIFT)
+                .ok()
+                .and_then(|pic| {
+                    let filter = wiener::fit_fixed(img, &pic, slope)?;
+                    Some((filter.to_compact_bytes()?, filter.apply_fixed(&pic)))
+                });
+            if let Some((data, filtered)) = fine {
+                coded.container.streams.push(Stream {
+                    kind: StreamKind::Raw,
+                    label: STREAM_FILTER_FINE,
+                    data,
+                });
+                if let Some(data) = wiener::fit_clipped_fixed(img, &filtered, slope)
+                    .and_then(|f| f.to_clipped_bytes())
+                {
+                    coded.container.streams.push(Stream {
+                        kind: StreamKind::Raw,
+                        label: STREAM_FILTER_FINE_CLIPPED,
+                        data,
+                    });
+                }
+                return coded;
+            }
+        }
         let Some(filter) = wiener::fit(img, decoded, slope) else {
             return coded;
         };
@@ -1486,6 +1554,16 @@ impl HyperpriorCodec {
     /// # Errors
     /// As [`HyperpriorCodec::decode_latent`].
     pub fn decode_image(&self, file: &Container, limits: &Limits) -> Result<RgbImage> {
+        let count = |label: u8| file.streams.iter().filter(|s| s.label == label).count();
+        if count(STREAM_FILTER_FINE_CLIPPED) > 0 && count(STREAM_FILTER_FINE) == 0 {
+            return Err(CodecError::Bitstream(BitstreamError::Corrupt {
+                what: "a fine clipped restoration filter without the fine filter".into(),
+                offset: 0,
+            }));
+        }
+        if count(STREAM_FILTER_FINE) > 0 {
+            return self.decode_image_fine(file, limits);
+        }
         let (y, _) = self.decode_latent(file, limits)?;
         let MediaInfo::Image { width, height, .. } = file.media else {
             return Err(CodecError::Unsupported("not an image".into()));
@@ -1551,6 +1629,84 @@ impl HyperpriorCodec {
                 offset: 0,
             })),
         }
+    }
+}
+
+impl HyperpriorCodec {
+    /// The decoded picture before any restoration filter, in fixed point with `shift` fraction
+    /// bits, enlarged to the image size (Lanczos-3 on 16-bit samples) when coded smaller.
+    fn decoded_fixed(
+        &self,
+        file: &Container,
+        limits: &Limits,
+        shift: u32,
+    ) -> Result<wiener::Fixed> {
+        let (y, _) = self.decode_latent(file, limits)?;
+        let MediaInfo::Image { width, height, .. } = file.media else {
+            return Err(CodecError::Unsupported("not an image".into()));
+        };
+        let (cw, ch) = coded_size(file, width, height)?;
+        let pic = self.synthesis_fixed(&y, cw as usize, ch as usize, shift)?;
+        if (cw, ch) == (width, height) {
+            return Ok(pic);
+        }
+        let max = (255u32 << shift) as u16;
+        let small: image::ImageBuffer<image::Rgb<u16>, Vec<u16>> =
+            image::ImageBuffer::from_raw(cw, ch, pic.data)
+                .ok_or_else(|| CodecError::InvalidParameter("picture of another size".into()))?;
+        let big = image::imageops::resize(&small, width, height, FilterType::Lanczos3);
+        Ok(wiener::Fixed {
+            width: width as usize,
+            height: height as usize,
+            shift,
+            data: big.into_raw().into_iter().map(|v| v.min(max)).collect(),
+        })
+    }
+
+    /// [`Self::decode_image`] of a file with the fine restoration filter (label 5, and label 6
+    /// after it when present): the whole chain at 1/16 of a level, rounded to 8 bits once.
+    fn decode_image_fine(&self, file: &Container, limits: &Limits) -> Result<RgbImage> {
+        let corrupt = |what: &str| {
+            CodecError::Bitstream(BitstreamError::Corrupt {
+                what: what.into(),
+                offset: 0,
+            })
+        };
+        let with = |labels: &[u8]| -> Vec<&Stream> {
+            file.streams
+                .iter()
+                .filter(|s| labels.contains(&s.label))
+                .collect()
+        };
+        let first = with(&[STREAM_FILTER, STREAM_FILTER_COMPACT, STREAM_FILTER_FINE]);
+        let [stream] = first.as_slice() else {
+            return Err(corrupt("more than one restoration filter stream"));
+        };
+        if !with(&[STREAM_FILTER_CLIPPED]).is_empty() {
+            return Err(corrupt(
+                "an 8-bit clipped restoration filter after the fine filter",
+            ));
+        }
+        let second = with(&[STREAM_FILTER_FINE_CLIPPED]);
+        if second.len() > 1 {
+            return Err(corrupt("more than one clipped restoration filter stream"));
+        }
+        if stream.kind != StreamKind::Raw || second.iter().any(|s| s.kind != StreamKind::Raw) {
+            return Err(CodecError::Unsupported(
+                "a restoration filter stream is not raw bytes (a newer or damaged file)".into(),
+            ));
+        }
+        let filter = wiener::Filter::from_compact_bytes(&stream.data)?;
+        let clipped = match second.first() {
+            Some(s) => Some(wiener::Filter::from_clipped_bytes(&s.data)?),
+            None => None,
+        };
+        let pic = self.decoded_fixed(file, limits, wiener::FINE_SHIFT)?;
+        let mut pic = filter.apply_fixed(&pic);
+        if let Some(f) = clipped {
+            pic = f.apply_fixed(&pic);
+        }
+        Ok(pic.to_rgb())
     }
 }
 
