@@ -162,27 +162,57 @@ pub struct Filter {
 /// q1 (in-sample least squares with clip 4; 0.01 dB unclipped).
 pub const CLIPS: [u8; 3] = [2, 4, 8];
 
+/// A sample of a picture the filter reads and writes: 8-bit, or 16-bit fixed point ([`Fixed`]).
+trait Sample: Copy {
+    fn get(self) -> i32;
+    /// `v`, already clamped to the picture's range.
+    fn put(v: i64) -> Self;
+}
+
+impl Sample for u8 {
+    fn get(self) -> i32 {
+        i32::from(self)
+    }
+    fn put(v: i64) -> Self {
+        v as u8
+    }
+}
+
+impl Sample for u16 {
+    fn get(self) -> i32 {
+        i32::from(self)
+    }
+    fn put(v: i64) -> Self {
+        v as u16
+    }
+}
+
 /// The finest class (`activity·3 + direction`) of every pixel of `img`, row-major.
 pub fn classes(img: &RgbImage) -> Vec<u8> {
-    classes_of(&Fixed::from_rgb(img))
+    classes_raw(img.as_raw(), img.width() as usize, img.height() as usize, 0)
 }
 
 /// [`classes`] of a fixed-point picture: the activity thresholds scale with its precision.
 pub fn classes_of(pic: &Fixed) -> Vec<u8> {
-    let (w, h) = (pic.width, pic.height);
+    classes_raw(&pic.data, pic.width, pic.height, pic.shift)
+}
+
+/// [`classes`] of interleaved RGB samples in units of `2^−shift` of a level.
+fn classes_raw<S: Sample>(raw: &[S], w: usize, h: usize, shift: u32) -> Vec<u8> {
     if w == 0 || h == 0 {
         return Vec::new();
     }
-    let raw = &pic.data;
     let luma = |y: usize, x: usize| -> i32 {
         let i = (y * w + x) * 3;
-        i32::from(raw[i]) + i32::from(raw[i + 1]) + i32::from(raw[i + 2])
+        raw[i].get() + raw[i + 1].get() + raw[i + 2].get()
     };
-    // Row sums over 5 columns of the vertical and horizontal Laplacians (each ≤ 5·1530·2^shift).
-    let mut rows_v = vec![0u32; w * h];
-    let mut rows_h = vec![0u32; w * h];
+    // Row sums over 5 columns of the vertical and horizontal Laplacians (each ≤ 5·1530·2^shift),
+    // for the 5 rows around the current one (row `r` in slot `r % 5`, computed once).
+    let mut slots: Vec<(usize, Vec<u32>, Vec<u32>)> = (0..5)
+        .map(|_| (usize::MAX, vec![0; w], vec![0; w]))
+        .collect();
     let (mut gv, mut gh) = (vec![0u32; w], vec![0u32; w]);
-    for y in 0..h {
+    let mut row = |y: usize, slot: &mut (usize, Vec<u32>, Vec<u32>)| {
         let (up, down) = (y.saturating_sub(1), (y + 1).min(h - 1));
         for x in 0..w {
             let (left, right) = (x.saturating_sub(1), (x + 1).min(w - 1));
@@ -197,24 +227,32 @@ pub fn classes_of(pic: &Fixed) -> Vec<u8> {
                 sv += gv[xx];
                 sh += gh[xx];
             }
-            rows_v[y * w + x] = sv;
-            rows_h[y * w + x] = sh;
+            slot.1[x] = sv;
+            slot.2[x] = sh;
         }
-    }
+        slot.0 = y;
+    };
     let mut out = vec![0u8; w * h];
+    let mut rows = [0usize; 5];
     for y in 0..h {
+        for (k, dy) in (-2i64..=2).enumerate() {
+            let yy = (y as i64 + dy).clamp(0, h as i64 - 1) as usize;
+            if slots[yy % 5].0 != yy {
+                row(yy, &mut slots[yy % 5]);
+            }
+            rows[k] = yy % 5;
+        }
         for x in 0..w {
             let (mut sv, mut sh) = (0u64, 0u64);
-            for dy in -2i64..=2 {
-                let yy = (y as i64 + dy).clamp(0, h as i64 - 1) as usize;
-                sv += u64::from(rows_v[yy * w + x]);
-                sh += u64::from(rows_h[yy * w + x]);
+            for &r in &rows {
+                sv += u64::from(slots[r].1[x]);
+                sh += u64::from(slots[r].2[x]);
             }
             // Thresholds are per pixel of (R+G+B)/3: the sums cover 25 pixels of R+G+B.
             let a = sv + sh;
             let act = ACTIVITY
                 .iter()
-                .filter(|&&t| a >= u64::from(t * 75) << pic.shift)
+                .filter(|&&t| a >= u64::from(t * 75) << shift)
                 .count() as u8;
             let dir = if sh > 2 * sv {
                 1
@@ -234,8 +272,8 @@ pub fn classes_of(pic: &Fixed) -> Vec<u8> {
 /// Neighbour differences are clamped to `±clip` (`0`: not clamped), the constant is `one`
 /// (both in the picture's units: `2^shift` per 8-bit level).
 #[allow(clippy::too_many_arguments)]
-fn features(
-    raw: &[u16],
+fn features<S: Sample>(
+    raw: &[S],
     w: usize,
     h: usize,
     y: usize,
@@ -247,9 +285,9 @@ fn features(
     let at = |yy: i64, xx: i64, cc: usize| -> i32 {
         let yy = yy.clamp(0, h as i64 - 1) as usize;
         let xx = xx.clamp(0, w as i64 - 1) as usize;
-        i32::from(raw[(yy * w + xx) * 3 + cc])
+        raw[(yy * w + xx) * 3 + cc].get()
     };
-    let centre = i32::from(raw[(y * w + x) * 3 + c]);
+    let centre = raw[(y * w + x) * 3 + c].get();
     for (k, (dy, dx)) in offsets().enumerate() {
         f[k] = at(y as i64 + i64::from(dy), x as i64 + i64::from(dx), c) - centre;
     }
@@ -259,31 +297,44 @@ fn features(
         }
     }
     let p = (y * w + x) * 3;
-    f[24] = i32::from(raw[p + (c + 1) % 3]) - centre;
-    f[25] = i32::from(raw[p + (c + 2) % 3]) - centre;
+    f[24] = raw[p + (c + 1) % 3].get() - centre;
+    f[25] = raw[p + (c + 2) % 3].get() - centre;
     f[26] = one;
 }
 
 /// A picture in fixed point: interleaved RGB rows, each sample in units of `2^−shift` of an 8-bit
-/// level (`0 ..= 255·2^shift`). Shift 0 is an ordinary 8-bit picture; the hyperprior's fine filter
-/// path ([`FINE_SHIFT`]) keeps the synthesis at 1/16 of a level until the last filter has run, so
-/// that only one rounding to 8 bits is left.
+/// level (`0 ..= 255·2^shift`). The hyperprior's fine filter path ([`FINE_SHIFT`]) keeps the
+/// synthesis at 1/16 of a level until the last filter has run, so that only one rounding to 8 bits
+/// is left.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fixed {
-    /// Width in pixels.
-    pub width: usize,
-    /// Height in pixels.
-    pub height: usize,
-    /// Fraction bits of every sample.
-    pub shift: u32,
-    /// `3·width·height` samples.
-    pub data: Vec<u16>,
+    width: usize,
+    height: usize,
+    shift: u32,
+    data: Vec<u16>,
 }
 
 /// Fraction bits of the fine restoration filter path (stream labels 5 and 6).
 pub const FINE_SHIFT: u32 = 4;
+/// Most fraction bits a [`Fixed`] picture may have (`255·2^8` still fits 16 bits).
+pub const MAX_SHIFT_BITS: u32 = 8;
 
 impl Fixed {
+    /// A `width × height` picture of `3·width·height` samples with `shift` fraction bits, each at
+    /// most `255·2^shift`; `None` for another length, a shift above [`MAX_SHIFT_BITS`] or a sample
+    /// out of range.
+    pub fn new(width: usize, height: usize, shift: u32, data: Vec<u16>) -> Option<Self> {
+        let ok = shift <= MAX_SHIFT_BITS
+            && width.checked_mul(height).and_then(|n| n.checked_mul(3)) == Some(data.len())
+            && data.iter().all(|&v| u32::from(v) <= 255 << shift);
+        ok.then_some(Self {
+            width,
+            height,
+            shift,
+            data,
+        })
+    }
+
     /// An 8-bit picture as it is (shift 0).
     pub fn from_rgb(img: &RgbImage) -> Self {
         Self {
@@ -292,6 +343,31 @@ impl Fixed {
             shift: 0,
             data: img.as_raw().iter().map(|&v| u16::from(v)).collect(),
         }
+    }
+
+    /// Width in pixels.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// Height in pixels.
+    pub fn height(&self) -> usize {
+        self.height
+    }
+
+    /// Fraction bits of every sample.
+    pub fn shift(&self) -> u32 {
+        self.shift
+    }
+
+    /// The samples, interleaved RGB rows.
+    pub fn data(&self) -> &[u16] {
+        &self.data
+    }
+
+    /// The samples, given up.
+    pub fn into_data(self) -> Vec<u16> {
+        self.data
     }
 
     /// The largest sample value, `255·2^shift`.
@@ -315,18 +391,25 @@ impl Fixed {
 impl Filter {
     /// `img` filtered (the decoder's step). Pixels of classes without coefficients are unchanged.
     pub fn apply(&self, img: &RgbImage) -> RgbImage {
-        self.apply_fixed(&Fixed::from_rgb(img)).to_rgb()
+        let mut out = img.clone();
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        self.apply_raw(img.as_raw(), (w, h, 0), out.as_mut());
+        out
     }
 
     /// [`Self::apply`] to a fixed-point picture, in its precision: the clip value and the constant
     /// feature are scaled by `2^shift`, the output clamped to `0 ..= 255·2^shift`.
     pub fn apply_fixed(&self, pic: &Fixed) -> Fixed {
-        let (w, h) = (pic.width, pic.height);
-        let fine = classes_of(pic);
-        let raw = &pic.data;
         let mut out = pic.clone();
-        let units = (i32::from(self.clip) << pic.shift, 1 << pic.shift);
-        let max = pic.max();
+        self.apply_raw(&pic.data, (pic.width, pic.height, pic.shift), &mut out.data);
+        out
+    }
+
+    /// The filter of `raw` (`w × h`, `shift` fraction bits) written into `out` (a copy of `raw`).
+    fn apply_raw<S: Sample>(&self, raw: &[S], (w, h, shift): (usize, usize, u32), out: &mut [S]) {
+        let fine = classes_raw(raw, w, h, shift);
+        let units = (i32::from(self.clip) << shift, 1 << shift);
+        let max = 255i64 << shift;
         let mut f = [0i32; TAPS];
         for y in 0..h {
             for x in 0..w {
@@ -343,11 +426,10 @@ impl Filter {
                         .sum();
                     let delta = (acc + (1 << (FRAC_BITS - 1))) >> FRAC_BITS;
                     let p = (y * w + x) * 3 + c;
-                    out.data[p] = (i64::from(raw[p]) + delta).clamp(0, max) as u16;
+                    out[p] = S::put((i64::from(raw[p].get()) + delta).clamp(0, max));
                 }
             }
         }
-        out
     }
 
     /// The stream payload: bytes `activity`, `directions`, then bits (most significant first; the
@@ -786,7 +868,9 @@ impl Stats {
                 a[i * TAPS + j] = v;
                 a[j * TAPS + i] = v;
             }
-            // A light ridge keeps flat classes (constant neighbours) solvable.
+            // A light ridge keeps flat classes (constant neighbours) solvable. It is in the
+            // picture's squared units, so 256 times lighter relative to the data at 1/16 of a
+            // level; it only matters for nearly flat classes.
             a[i * TAPS + i] += 1e-3 * self.n as f64;
         }
         let b: Vec<f64> = self.atb.iter().map(|&v| v as f64).collect();
@@ -824,56 +908,67 @@ pub fn fit_with(
     lambda: f64,
     compact: bool,
 ) -> Option<Filter> {
-    let decoded = Fixed::from_rgb(decoded);
-    fit_cost(
-        original,
-        &decoded,
-        &classes_of(&decoded),
-        lambda,
-        compact,
-        0,
-    )
-    .map(|(_, f)| f)
+    let (w, h) = (decoded.width() as usize, decoded.height() as usize);
+    let pic = (decoded.as_raw().as_slice(), w, h, 0);
+    fit_cost(original, pic, &classes(decoded), lambda, compact, 0).map(|(_, f)| f)
 }
 
 /// [`fit`] for a fixed-point decoding (compact coding), in its precision.
 pub fn fit_fixed(original: &RgbImage, decoded: &Fixed, lambda: f64) -> Option<Filter> {
-    fit_cost(original, decoded, &classes_of(decoded), lambda, true, 0).map(|(_, f)| f)
+    let pic = (
+        decoded.data.as_slice(),
+        decoded.width,
+        decoded.height,
+        decoded.shift,
+    );
+    fit_cost(original, pic, &classes_of(decoded), lambda, true, 0).map(|(_, f)| f)
 }
 
 /// The second, clipped filter stage for the output `filtered` of the first: the filter of least
 /// cost among the clip values of [`CLIPS`] (compact coding), or `None` when none pays for its
 /// bits. Its stream ([`Filter::to_clipped_bytes`]) is the compact coding after one clip byte.
 pub fn fit_clipped(original: &RgbImage, filtered: &RgbImage, lambda: f64) -> Option<Filter> {
-    fit_clipped_fixed(original, &Fixed::from_rgb(filtered), lambda)
+    let (w, h) = (filtered.width() as usize, filtered.height() as usize);
+    fit_clipped_raw(original, (filtered.as_raw(), w, h, 0), lambda)
 }
 
 /// [`fit_clipped`] for a fixed-point first-stage output, in its precision.
 pub fn fit_clipped_fixed(original: &RgbImage, filtered: &Fixed, lambda: f64) -> Option<Filter> {
-    let fine = classes_of(filtered);
+    let pic = (
+        filtered.data.as_slice(),
+        filtered.width,
+        filtered.height,
+        filtered.shift,
+    );
+    fit_clipped_raw(original, pic, lambda)
+}
+
+/// A picture's samples with its width, height and fraction bits.
+type Raw<'a, S> = (&'a [S], usize, usize, u32);
+
+fn fit_clipped_raw<S: Sample>(original: &RgbImage, pic: Raw<'_, S>, lambda: f64) -> Option<Filter> {
+    let fine = classes_raw(pic.0, pic.1, pic.2, pic.3);
     CLIPS
         .iter()
-        .filter_map(|&clip| fit_cost(original, filtered, &fine, lambda, true, clip))
+        .filter_map(|&clip| fit_cost(original, pic, &fine, lambda, true, clip))
         .min_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, f)| f)
 }
 
 /// [`fit_with`] with neighbour differences clamped to `±clip` (0: none), and the filter's cost
 /// (bits − `λ·ΔSSE/3`, negative when it pays); `fine` holds the finest classes of `decoded`.
-fn fit_cost(
+fn fit_cost<S: Sample>(
     original: &RgbImage,
-    decoded: &Fixed,
+    (raw, w, h, shift): Raw<'_, S>,
     fine: &[u8],
     lambda: f64,
     compact: bool,
     clip: u8,
 ) -> Option<(f64, Filter)> {
-    let (w, h) = (decoded.width, decoded.height);
     if (original.width() as usize, original.height() as usize) != (w, h) || w == 0 {
         return None;
     }
-    let (orig, raw) = (original.as_raw(), &decoded.data);
-    let shift = decoded.shift;
+    let orig = original.as_raw();
     let units = (i32::from(clip) << shift, 1 << shift);
     // Every `step`-th row, so that large images cost a bounded fit.
     let step = (w * h).div_ceil(FIT_SAMPLES).max(1);
@@ -886,7 +981,7 @@ fn fit_cost(
             for (c, stats) in stats.iter_mut().enumerate() {
                 features(raw, w, h, y, x, c, units, &mut f);
                 let p = (y * w + x) * 3 + c;
-                let t = (i64::from(orig[p]) << shift) - i64::from(raw[p]);
+                let t = (i64::from(orig[p]) << shift) - i64::from(raw[p].get());
                 let s = &mut stats[class];
                 for i in 0..TAPS {
                     let fi = i64::from(f[i]);

@@ -12,6 +12,7 @@ use ncodec_codecs::hyperprior::{
     HyperpriorCodec, HyperpriorConfig, STREAM_FILTER, STREAM_FILTER_CLIPPED, STREAM_FILTER_COMPACT,
     STREAM_FILTER_FINE, STREAM_FILTER_FINE_CLIPPED, weights,
 };
+use ncodec_codecs::wiener::FINE_SHIFT;
 
 /// Labels of the restoration filter streams the encoder writes (first and clipped stage, on the
 /// 8-bit picture or the fine one).
@@ -1314,6 +1315,23 @@ fn the_fine_filter_path_skips_two_roundings_and_damaged_ones_are_refused() {
         p_fine > p_eight + 0.02 && n_fine <= n_eight + 64,
         "fine {n_fine} bytes {p_fine:.3} dB, 8-bit {n_eight} bytes {p_eight:.3} dB"
     );
+    // A picture coded smaller is enlarged on 16-bit samples before the fine filter.
+    let low = fine.encode_image_at(&img, 1.0, 6).expect("3/4 size");
+    let unfiltered = fine
+        .decode_fixed(&low.container, &limits, FINE_SHIFT)
+        .expect("fixed");
+    assert_eq!((unfiltered.width(), unfiltered.height()), (256, 192));
+    let filter = ncodec_codecs::wiener::fit_fixed(&img, &unfiltered, 1.0).expect("a filter");
+    let mut file = low.container.clone();
+    file.streams.push(ncodec_bitstream::Stream {
+        kind: ncodec_bitstream::StreamKind::Raw,
+        label: STREAM_FILTER_FINE,
+        data: filter.to_compact_bytes().expect("compact"),
+    });
+    let back = fine.decode_image(&file, &limits).expect("decode");
+    assert_eq!(back, filter.apply_fixed(&unfiltered).to_rgb());
+    let eight = fine.decode_image(&low.container, &limits).expect("decode");
+    assert!(psnr(&img, &back) > psnr(&img, &eight) + 0.1);
     // Without its filter streams the file is an unfiltered 8-bit decoding.
     let mut bare = parsed.clone();
     bare.streams.retain(|s| !FILTERS.contains(&s.label));

@@ -15,8 +15,9 @@
 //!    (`⌊·⌉` with a small dead zone, [`DEAD_ZONE`]);
 //! 6. the decoder repeats 3–5 from the file and runs `x̂ = g_s(ŷ·g⁻¹(q))`, tiled;
 //! 7. the encoder fits a restoration filter to the decoded picture ([`crate::wiener`]) and sends it
-//!    when it pays; the decoder applies it last, in integer arithmetic, on the picture kept at 1/16
-//!    of a level ([`STREAM_FILTER_FINE`]) and rounded to 8 bits once at the end.
+//!    when it pays; the decoder applies it last, in integer arithmetic (in files with
+//!    [`STREAM_FILTER_FINE`], on the picture kept at 1/16 of a level, rounded to 8 bits once at
+//!    the end).
 //!
 //! At low rates the encoder may code the picture at 3/4 or 1/2 of its size ([`SCALES`]; one byte
 //! in the file), which the decoder enlarges back: it does when the smaller picture decodes with
@@ -82,7 +83,9 @@ pub const STREAM_FILTER_FINE: u8 = 5;
 /// level to the output of the label-5 filter; only with it, at most one).
 pub const STREAM_FILTER_FINE_CLIPPED: u8 = 6;
 /// Pictures of more pixels than this get the 8-bit filter path (labels 3 and 4): the fine one
-/// holds two 16-bit copies of the picture.
+/// holds two 16-bit copies of the picture where the 8-bit one holds two 8-bit copies, and the
+/// encoder decodes the file once more to fit it (the 8K photo of the memory budget stays on the
+/// 8-bit path).
 pub const FINE_MAX_PIXELS: u64 = 1 << 24;
 
 /// Coded resolutions the encoder chooses from, in eighths of each side (8 = the full image).
@@ -528,7 +531,9 @@ impl HyperpriorCodec {
     /// # Errors
     /// [`CodecError::Backend`] if the device fails.
     pub fn synthesis(&self, y: &Latent, width: usize, height: usize) -> Result<RgbImage> {
-        Ok(self.synthesis_fixed(y, width, height, 0)?.to_rgb())
+        let data = self.synthesis_samples(y, width, height, 255.0, |v| v as u8)?;
+        RgbImage::from_raw(width as u32, height as u32, data)
+            .ok_or_else(|| CodecError::InvalidParameter("picture of another size".into()))
     }
 
     /// [`Self::synthesis`] in fixed point with `shift` fraction bits: `round(clamp(g_s(ŷ), 0, 1)·255·2^shift)`.
@@ -542,13 +547,28 @@ impl HyperpriorCodec {
         height: usize,
         shift: u32,
     ) -> Result<wiener::Fixed> {
-        let mut img = wiener::Fixed {
-            width,
-            height,
-            shift,
-            data: vec![0; 3 * width * height],
-        };
+        if shift > wiener::MAX_SHIFT_BITS {
+            return Err(CodecError::InvalidParameter(format!(
+                "{shift} fraction bits (at most {})",
+                wiener::MAX_SHIFT_BITS
+            )));
+        }
         let full = (255u32 << shift) as f32;
+        let data = self.synthesis_samples(y, width, height, full, |v| v as u16)?;
+        wiener::Fixed::new(width, height, shift, data)
+            .ok_or_else(|| CodecError::InvalidParameter("picture of another size".into()))
+    }
+
+    /// The samples of [`Self::synthesis`], interleaved RGB rows: `sample(round(clamp(x̂, 0, 1)·full))`.
+    fn synthesis_samples<S: Copy + Default>(
+        &self,
+        y: &Latent,
+        width: usize,
+        height: usize,
+        full: f32,
+        sample: impl Fn(f32) -> S,
+    ) -> Result<Vec<S>> {
+        let mut img = vec![S::default(); 3 * width * height];
         let mut put =
             |t: &[f32], ry0: usize, rx0: usize, rh: usize, rw: usize, inner: [usize; 4]| {
                 let [y0, y1, x0, x1] = inner;
@@ -559,7 +579,7 @@ impl HyperpriorCodec {
                         let at = (py * width + px) * 3;
                         for c in 0..3 {
                             let s = t[(c * th + yy) * tw + xx];
-                            img.data[at + c] = (s.clamp(0.0, 1.0) * full).round() as u16;
+                            img[at + c] = sample((s.clamp(0.0, 1.0) * full).round());
                         }
                     }
                 }
@@ -1188,7 +1208,7 @@ impl HyperpriorCodec {
         let pixels = u64::from(img.width()) * u64::from(img.height());
         if self.fine_filter && pixels <= FINE_MAX_PIXELS {
             let fine = self
-                .decoded_fixed(&coded.container, &Limits::default(), wiener::FINE_SHIFT)
+                .decode_fixed(&coded.container, &Limits::default(), wiener::FINE_SHIFT)
                 .ok()
                 .and_then(|pic| {
                     let filter = wiener::fit_fixed(img, &pic, slope)?;
@@ -1635,7 +1655,10 @@ impl HyperpriorCodec {
 impl HyperpriorCodec {
     /// The decoded picture before any restoration filter, in fixed point with `shift` fraction
     /// bits, enlarged to the image size (Lanczos-3 on 16-bit samples) when coded smaller.
-    fn decoded_fixed(
+    ///
+    /// # Errors
+    /// As [`Self::decode_image`].
+    pub fn decode_fixed(
         &self,
         file: &Container,
         limits: &Limits,
@@ -1651,16 +1674,13 @@ impl HyperpriorCodec {
             return Ok(pic);
         }
         let max = (255u32 << shift) as u16;
+        let other = || CodecError::InvalidParameter("picture of another size".into());
         let small: image::ImageBuffer<image::Rgb<u16>, Vec<u16>> =
-            image::ImageBuffer::from_raw(cw, ch, pic.data)
-                .ok_or_else(|| CodecError::InvalidParameter("picture of another size".into()))?;
+            image::ImageBuffer::from_raw(cw, ch, pic.into_data()).ok_or_else(other)?;
         let big = image::imageops::resize(&small, width, height, FilterType::Lanczos3);
-        Ok(wiener::Fixed {
-            width: width as usize,
-            height: height as usize,
-            shift,
-            data: big.into_raw().into_iter().map(|v| v.min(max)).collect(),
-        })
+        drop(small);
+        let data = big.into_raw().into_iter().map(|v| v.min(max)).collect();
+        wiener::Fixed::new(width as usize, height as usize, shift, data).ok_or_else(other)
     }
 
     /// [`Self::decode_image`] of a file with the fine restoration filter (label 5, and label 6
@@ -1701,7 +1721,7 @@ impl HyperpriorCodec {
             Some(s) => Some(wiener::Filter::from_clipped_bytes(&s.data)?),
             None => None,
         };
-        let pic = self.decoded_fixed(file, limits, wiener::FINE_SHIFT)?;
+        let pic = self.decode_fixed(file, limits, wiener::FINE_SHIFT)?;
         let mut pic = filter.apply_fixed(&pic);
         if let Some(f) = clipped {
             pic = f.apply_fixed(&pic);
