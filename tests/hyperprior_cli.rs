@@ -51,7 +51,10 @@ fn readme_main_job_lands_just_below_the_target_rate() {
     assert!((real - bpp).abs() < 1e-3, "printed {bpp}, file {real}");
     // The restoration filter pays at this rate, and the target search makes room for its bits.
     let info = text(&ncodec(&["info", ncd.to_str().unwrap()]).stdout);
-    assert!(info.contains("label 5   raw"), "no fine filter stream:\n{info}");
+    assert!(
+        info.contains("label 5   raw"),
+        "no fine filter stream:\n{info}"
+    );
     let out = ncodec(&[
         "decode",
         ncd.to_str().unwrap(),

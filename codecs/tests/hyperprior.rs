@@ -1390,6 +1390,12 @@ fn the_fine_filter_path_skips_two_roundings_and_damaged_ones_are_refused() {
         }
     });
     assert!(e.contains("not raw bytes"), "{e}");
+    let e = edit(&|file| {
+        if let ncodec_bitstream::MediaInfo::Image { width, height, .. } = &mut file.media {
+            (*width, *height) = (8192, 4096);
+        }
+    });
+    assert!(e.contains("2^24 pixels"), "{e}");
 }
 
 #[test]

@@ -1698,6 +1698,15 @@ impl HyperpriorCodec {
                 .filter(|s| labels.contains(&s.label))
                 .collect()
         };
+        // The fine path holds 16-bit copies of the picture: it is bounded before anything is
+        // allocated, as the encoder bounds it.
+        if let MediaInfo::Image { width, height, .. } = file.media
+            && u64::from(width) * u64::from(height) > FINE_MAX_PIXELS
+        {
+            return Err(corrupt(
+                "a fine restoration filter on a picture of more than 2^24 pixels",
+            ));
+        }
         let first = with(&[STREAM_FILTER, STREAM_FILTER_COMPACT, STREAM_FILTER_FINE]);
         let [stream] = first.as_slice() else {
             return Err(corrupt("more than one restoration filter stream"));
