@@ -194,7 +194,8 @@ pub fn classes(img: &RgbImage) -> Vec<u8> {
 
 /// [`classes`] of a fixed-point picture: the activity thresholds scale with its precision.
 pub fn classes_of(pic: &Fixed) -> Vec<u8> {
-    classes_raw(&pic.data, pic.width, pic.height, pic.shift)
+    let (raw, w, h, shift) = pic.raw();
+    classes_raw(raw, w, h, shift)
 }
 
 /// [`classes`] of interleaved RGB samples in units of `2^−shift` of a level.
@@ -368,6 +369,11 @@ impl Fixed {
     /// The samples, given up.
     pub fn into_data(self) -> Vec<u16> {
         self.data
+    }
+
+    /// The samples with the width, height and fraction bits, as the kernels take them.
+    fn raw(&self) -> Raw<'_, u16> {
+        (&self.data, self.width, self.height, self.shift)
     }
 
     /// The largest sample value, `255·2^shift`.
@@ -915,13 +921,15 @@ pub fn fit_with(
 
 /// [`fit`] for a fixed-point decoding (compact coding), in its precision.
 pub fn fit_fixed(original: &RgbImage, decoded: &Fixed, lambda: f64) -> Option<Filter> {
-    let pic = (
-        decoded.data.as_slice(),
-        decoded.width,
-        decoded.height,
-        decoded.shift,
-    );
-    fit_cost(original, pic, &classes_of(decoded), lambda, true, 0).map(|(_, f)| f)
+    fit_cost(
+        original,
+        decoded.raw(),
+        &classes_of(decoded),
+        lambda,
+        true,
+        0,
+    )
+    .map(|(_, f)| f)
 }
 
 /// The second, clipped filter stage for the output `filtered` of the first: the filter of least
@@ -934,13 +942,7 @@ pub fn fit_clipped(original: &RgbImage, filtered: &RgbImage, lambda: f64) -> Opt
 
 /// [`fit_clipped`] for a fixed-point first-stage output, in its precision.
 pub fn fit_clipped_fixed(original: &RgbImage, filtered: &Fixed, lambda: f64) -> Option<Filter> {
-    let pic = (
-        filtered.data.as_slice(),
-        filtered.width,
-        filtered.height,
-        filtered.shift,
-    );
-    fit_clipped_raw(original, pic, lambda)
+    fit_clipped_raw(original, filtered.raw(), lambda)
 }
 
 /// A picture's samples with its width, height and fraction bits.
