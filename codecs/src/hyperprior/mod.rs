@@ -1197,16 +1197,22 @@ impl HyperpriorCodec {
 
     /// `coded` (whose decoding without a filter is `decoded`) with the restoration filter fitted
     /// for the trade-off `lambda`, when one pays for its bits (else unchanged).
-    fn with_filter(
+    fn with_filter(&self, img: &RgbImage, coded: Coded, decoded: &RgbImage, lambda: f64) -> Coded {
+        self.with_filter_on(img, coded, decoded, lambda, self.fine_filter)
+    }
+
+    /// [`Self::with_filter`] on the fine path where `fine` allows (else the 8-bit one).
+    fn with_filter_on(
         &self,
         img: &RgbImage,
         mut coded: Coded,
         decoded: &RgbImage,
         lambda: f64,
+        fine: bool,
     ) -> Coded {
         let slope = lambda * FILTER_SLOPE;
         let pixels = u64::from(img.width()) * u64::from(img.height());
-        if self.fine_filter && pixels <= FINE_MAX_PIXELS {
+        if fine && pixels <= FINE_MAX_PIXELS {
             let fine = self
                 .decode_fixed(&coded.container, &Limits::default(), wiener::FINE_SHIFT)
                 .ok()
@@ -1268,13 +1274,24 @@ impl HyperpriorCodec {
         let (coded, decoded) = self.encode_to_rate_sized(img, bpp)?;
         let size =
             |c: &Coded| -> Result<f64> { Ok(c.container.to_bytes()?.len() as f64 * 8.0 / pixels) };
-        let filtered = self.with_filter(
-            img,
-            coded.clone(),
-            &decoded,
-            lambda_of(coded.container.params.quality),
-        );
-        let mut over = size(&filtered)? - bpp;
+        // A file with its restoration filter and how far it is over `bpp`: the fine filter when it
+        // fits, else the 8-bit one, whose overshoot steers the search below (the fine filter fits
+        // more finely and may spend more bits; steering by it could lose the refinement).
+        let fine = self.fine_filter && pixels <= FINE_MAX_PIXELS as f64;
+        let filter = |coded: &Coded, decoded: &RgbImage| -> Result<(Coded, f64)> {
+            let lambda = lambda_of(coded.container.params.quality);
+            if fine {
+                let filtered = self.with_filter_on(img, coded.clone(), decoded, lambda, true);
+                let over = size(&filtered)? - bpp;
+                if over <= 0.0 {
+                    return Ok((filtered, over));
+                }
+            }
+            let filtered = self.with_filter_on(img, coded.clone(), decoded, lambda, false);
+            let over = size(&filtered)? - bpp;
+            Ok((filtered, over))
+        };
+        let (filtered, mut over) = filter(&coded, &decoded)?;
         if over <= 0.0 {
             return Ok(filtered);
         }
@@ -1287,9 +1304,8 @@ impl HyperpriorCodec {
             let Ok((smaller, decoded)) = self.encode_to_rate_sized(img, target) else {
                 break;
             };
-            let lambda = lambda_of(smaller.container.params.quality);
-            let filtered = self.with_filter(img, smaller, &decoded, lambda);
-            over = size(&filtered)? - bpp;
+            let filtered;
+            (filtered, over) = filter(&smaller, &decoded)?;
             if over <= 0.0 {
                 return Ok(filtered);
             }
