@@ -376,11 +376,6 @@ impl Fixed {
         (&self.data, self.width, self.height, self.shift)
     }
 
-    /// The largest sample value, `255·2^shift`.
-    pub fn max(&self) -> i64 {
-        255 << self.shift
-    }
-
     /// Rounded to 8 bits (halves up).
     pub fn to_rgb(&self) -> RgbImage {
         let half = (1u32 << self.shift) >> 1;
