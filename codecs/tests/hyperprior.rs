@@ -1276,8 +1276,8 @@ fn the_clipped_filter_stage_pays_and_damaged_ones_are_refused() {
 
 /// The fine filter path: the synthesis (and, for a picture coded smaller, its enlargement) kept
 /// at 1/16 of a level through both filter stages and rounded to 8 bits once. Same symbols as the
-/// 8-bit path, a better picture and trade-off where the roundings it skips matter (high rates), and damaged or
-/// contradictory filter streams are refused.
+/// 8-bit path, a better picture and trade-off where the roundings it skips matter (high rates),
+/// and damaged or contradictory filter streams are refused.
 #[test]
 fn the_fine_filter_path_skips_two_roundings_and_damaged_ones_are_refused() {
     let fine = HyperpriorCodec::shipped(Backend::Cpu.device()).expect("shipped");
