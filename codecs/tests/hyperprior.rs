@@ -1037,6 +1037,37 @@ fn closed_loop_refinement_lowers_the_real_cost_of_the_file() {
     }
 }
 
+/// A refinement step that overshoots (4× the least-squares correction) leaves the symbols of a
+/// single round where they were; with more rounds the encoder halves the step from the best
+/// round and still finds symbols of lower real cost (backtracking).
+#[test]
+fn the_refinement_backtracks_when_a_step_overshoots() {
+    use ncodec_codecs::hyperprior::LAMBDAS;
+    let codec = |rounds| {
+        HyperpriorCodec::shipped(Backend::Cpu.device())
+            .expect("shipped")
+            .with_refine_rounds(rounds)
+            .with_refine_step(4.0)
+    };
+    let open = HyperpriorCodec::shipped(Backend::Cpu.device())
+        .expect("shipped")
+        .with_refine_rounds(0);
+    let img = kodak_crop(256, 256);
+    let (q, lambda) = (4.0, LAMBDAS[3]);
+    let (j_open, _, _, sym_open) = real_cost(&open, &img, q, lambda);
+    let (j_one, _, _, sym_one) = real_cost(&codec(1), &img, q, lambda);
+    assert_eq!(
+        sym_one, sym_open,
+        "the 4× step did not overshoot: {j_one:.0} {j_open:.0}"
+    );
+    let (j_back, bits, sse, sym_back) = real_cost(&codec(4), &img, q, lambda);
+    assert_ne!(sym_back, sym_open, "backtracking found nothing");
+    assert!(
+        j_back < j_open,
+        "cost {j_back:.0} ({bits} bits, SSE {sse:.0}) with backtracking, {j_open:.0} open-loop"
+    );
+}
+
 /// A rate target with the refinement (which spends more bits than the open-loop file at the same
 /// quality, so its file is searched again): the file lands within the tolerance below the
 /// target and decodes better than the open-loop file for the same target.

@@ -193,6 +193,8 @@ pub struct HyperpriorCodec {
     rd_slope: f64,
     /// [`REFINE_ROUNDS`] unless changed with [`HyperpriorCodec::with_refine_rounds`].
     refine_rounds: usize,
+    /// [`REFINE_STEP`] unless changed with [`HyperpriorCodec::with_refine_step`].
+    refine_step: f64,
     /// Whether the encoder sends the fine restoration filter (labels 5 and 6) where it may.
     fine_filter: bool,
     /// The weights file, kept to load the network a second time on a gradient device for the
@@ -293,6 +295,7 @@ impl HyperpriorCodec {
             synth_basis,
             rd_slope: RD_SLOPE,
             refine_rounds: REFINE_ROUNDS,
+            refine_step: REFINE_STEP,
             fine_filter: true,
             grad_source: None,
             grad_model: OnceLock::new(),
@@ -405,6 +408,16 @@ impl HyperpriorCodec {
     /// (0: the open-loop rounding of [`Self::with_rd_slope`] alone). Only the encoder changes.
     pub fn with_refine_rounds(mut self, rounds: usize) -> Self {
         self.refine_rounds = rounds;
+        self
+    }
+
+    /// Moves the latent by `step` times each refinement round's least-squares correction
+    /// instead of [`REFINE_STEP`] (a finite positive number; anything else keeps the default).
+    /// Only the encoder changes.
+    pub fn with_refine_step(mut self, step: f64) -> Self {
+        if step.is_finite() && step > 0.0 {
+            self.refine_step = step;
+        }
         self
     }
 
@@ -905,7 +918,9 @@ impl HyperpriorCodec {
     /// linear path (one Jacobi step of least squares, so it also answers the errors of the
     /// neighbouring channels and of the deep path), then round again. Up to
     /// [`HyperpriorCodec::with_refine_rounds`] rounds; the symbols of least real cost
-    /// (`bits + w·SSE`, the file's own bits and the decoded error) win.
+    /// (`bits + w·SSE`, the file's own bits and the decoded error) win. A round that costs more
+    /// than the best one is not the end: the next retries half the step from the best round
+    /// (backtracking), so a step that overshoots on one photo still leaves a smaller one to try.
     fn refined_symbols(
         &self,
         target: &RgbImage,
@@ -920,7 +935,23 @@ impl HyperpriorCodec {
         let want = target.as_raw();
         let mut cur = scaled.to_vec();
         let mut best: Option<(f64, Vec<i32>)> = None;
-        for round in 0..=self.refine_rounds {
+        // Where the best round so far left the latent, and the pixel error's step from it.
+        let mut last: Option<(Vec<f32>, Vec<f32>)> = None;
+        let mut step = self.refine_step;
+        let move_from = |recon: &[f32], grad: &[f32], step: f64, cur: &mut Vec<f32>| {
+            cur.copy_from_slice(recon);
+            for (c, (&g, &n2)) in inv.iter().zip(&self.synth_norm2).enumerate() {
+                let g = f64::from(g);
+                if n2 <= 0.0 || g == 0.0 {
+                    continue;
+                }
+                for k in c * plane..(c + 1) * plane {
+                    cur[k] = recon[k] + (step * f64::from(grad[k]) / (g * n2)) as f32;
+                }
+            }
+        };
+        let rounds = self.refine_rounds;
+        for round in 0..=rounds {
             let sym = self.rd_symbols(&cur, p.means, p.indices, p.q, p.area, h, w);
             let recon = self.dequantize(&sym, p.means, h, w);
             let y = Latent {
@@ -944,10 +975,16 @@ impl HyperpriorCodec {
                 / (255.0 * 255.0);
             let cost = self.y_bits(&sym, p.indices, h, w)? + per_sse * sse;
             if best.as_ref().is_some_and(|(b, _)| cost >= *b) {
-                break;
+                // The step overshot: retry half of it from the best round (backtracking).
+                let Some((r, g)) = last.as_ref().filter(|_| round < rounds) else {
+                    break;
+                };
+                step *= 0.5;
+                move_from(r, g, step, &mut cur);
+                continue;
             }
             best = Some((cost, sym));
-            if round == self.refine_rounds {
+            if round == rounds {
                 break;
             }
             // The pixel error, `[3][16·h][16·w]` in 0–1 units (0 outside the picture), taken
@@ -968,15 +1005,8 @@ impl HyperpriorCodec {
                 Some(g) => g,
                 None => self.linear_vjp(&err, h, w),
             };
-            for (c, (&g, &n2)) in inv.iter().zip(&self.synth_norm2).enumerate() {
-                let g = f64::from(g);
-                if n2 <= 0.0 || g == 0.0 {
-                    continue;
-                }
-                for k in c * plane..(c + 1) * plane {
-                    cur[k] = recon[k] + (REFINE_STEP * f64::from(grad[k]) / (g * n2)) as f32;
-                }
-            }
+            move_from(&recon, &grad, step, &mut cur);
+            last = Some((recon, grad));
         }
         Ok(best.map(|(_, s)| s).unwrap_or_default())
     }
@@ -1766,8 +1796,11 @@ const FILTER_SLOPE: f64 = 3.0;
 /// quality's training `λ` (see [`HyperpriorCodec::rd_symbols`]); 0 rounds with the [`DEAD_ZONE`].
 pub const RD_SLOPE: f64 = 3.0;
 
-/// Closed-loop refinement rounds of the rounded `y` (see [`HyperpriorCodec::with_refine_rounds`]).
-pub const REFINE_ROUNDS: usize = 2;
+/// Closed-loop refinement rounds of the rounded `y` (see [`HyperpriorCodec::with_refine_rounds`]):
+/// each decodes the symbols once and takes one step back through `g_s`. On the 12 held-out
+/// training photos (never Kodak; `ncodec eval -q 1,2,3,4`) 4 rounds with backtracking gave
+/// −0.30 % BD-rate against 2 rounds without.
+pub const REFINE_ROUNDS: usize = 4;
 
 /// Refined files tried at lower qualities when a rate target is set (see
 /// [`HyperpriorCodec::refined_to_rate`]).
@@ -1802,8 +1835,9 @@ fn quality_rate(seen: &[(f32, f64)], q: f32) -> f64 {
     }
 }
 
-/// The fraction of each refinement round's least-squares correction applied.
-const REFINE_STEP: f64 = 1.0;
+/// The fraction of each refinement round's least-squares correction applied (halved after a
+/// round that did not pay).
+pub const REFINE_STEP: f64 = 1.0;
 
 /// Values of one basis image of `g_s`'s linear path: 3 colours of 16 × 16.
 const BASIS: usize = 3 * model::BLOCK * model::BLOCK;
