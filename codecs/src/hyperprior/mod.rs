@@ -935,8 +935,8 @@ impl HyperpriorCodec {
         let want = target.as_raw();
         let mut cur = scaled.to_vec();
         let mut best: Option<(f64, Vec<i32>)> = None;
-        // Where the best round so far left the latent, and the pixel error's step from it.
-        let mut last: Option<(Vec<f32>, Vec<f32>)> = None;
+        // The pixel error of the best round so far, taken back to the latent.
+        let mut best_grad: Option<Vec<f32>> = None;
         let mut step = self.refine_step;
         let move_from = |recon: &[f32], grad: &[f32], step: f64, cur: &mut Vec<f32>| {
             cur.copy_from_slice(recon);
@@ -976,11 +976,16 @@ impl HyperpriorCodec {
             let cost = self.y_bits(&sym, p.indices, h, w)? + per_sse * sse;
             if best.as_ref().is_some_and(|(b, _)| cost >= *b) {
                 // The step overshot: retry half of it from the best round (backtracking).
-                let Some((r, g)) = last.as_ref().filter(|_| round < rounds) else {
+                let (Some((_, best_sym)), Some(grad)) = (&best, &best_grad) else {
                     break;
                 };
+                if round == rounds {
+                    break;
+                }
+                drop((sym, recon, y));
                 step *= 0.5;
-                move_from(r, g, step, &mut cur);
+                let from = self.dequantize(best_sym, p.means, h, w);
+                move_from(&from, grad, step, &mut cur);
                 continue;
             }
             best = Some((cost, sym));
@@ -1006,7 +1011,7 @@ impl HyperpriorCodec {
                 None => self.linear_vjp(&err, h, w),
             };
             move_from(&recon, &grad, step, &mut cur);
-            last = Some((recon, grad));
+            best_grad = Some(grad);
         }
         Ok(best.map(|(_, s)| s).unwrap_or_default())
     }
