@@ -938,8 +938,8 @@ impl HyperpriorCodec {
         // The pixel error of the best round so far, taken back to the latent.
         let mut best_grad: Option<Vec<f32>> = None;
         let mut step = self.refine_step;
+        // Channels without a basis image (or a gain) keep the latent they had, as before.
         let move_from = |recon: &[f32], grad: &[f32], step: f64, cur: &mut Vec<f32>| {
-            cur.copy_from_slice(recon);
             for (c, (&g, &n2)) in inv.iter().zip(&self.synth_norm2).enumerate() {
                 let g = f64::from(g);
                 if n2 <= 0.0 || g == 0.0 {
